@@ -1,0 +1,208 @@
+"""Parquet manifests with explicit, versioned schemas.
+
+A manifest is a directory of Parquet part files (a pyarrow dataset). Appending writes a new part atomically, so
+an import killed midway leaves the previous parts intact, and reading streams record batches so a manifest of
+millions of clips never has to fit in memory.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+from storage.atomic import atomic_path
+
+SCHEMA_VERSION = 1
+DOMAINS = ("speech", "music", "sound")
+SPLITS = ("train", "val", "test")
+
+_string_list = pa.list_(pa.string())
+
+_CLIP_FIELDS = [
+    pa.field("clip_id", pa.string(), nullable=False),
+    pa.field("path", pa.string(), nullable=False),
+    pa.field("sample_rate", pa.int32(), nullable=False),
+    pa.field("num_frames", pa.int64(), nullable=False),
+    pa.field("duration_s", pa.float64(), nullable=False),
+    pa.field("labels", _string_list, nullable=False),
+    pa.field("label_ids", _string_list, nullable=False),
+    pa.field("domain", pa.string(), nullable=False),
+    pa.field("split", pa.string(), nullable=False),
+    pa.field("content_hash", pa.string(), nullable=False),
+    pa.field("dataset", pa.string(), nullable=False),
+]
+
+EVENT_TYPE = pa.struct(
+    [
+        pa.field("label", pa.string()),
+        pa.field("onset_s", pa.float64()),
+        pa.field("offset_s", pa.float64()),
+    ]
+)
+
+
+def _with_meta(name: str, fields: list[pa.Field]) -> pa.Schema:
+    return pa.schema(fields, metadata={b"stemforge.schema": name.encode(), b"stemforge.schema_version": str(SCHEMA_VERSION).encode()})
+
+
+SOURCE_CLIP_SCHEMA = _with_meta("source_clip", _CLIP_FIELDS)
+NATURAL_SCENE_SCHEMA = _with_meta(
+    "natural_scene",
+    _CLIP_FIELDS
+    + [
+        pa.field("event_labels", _string_list, nullable=False),
+        pa.field("events", pa.list_(EVENT_TYPE), nullable=True),
+        pa.field("caption", pa.string(), nullable=True),
+        pa.field("audit_dir", pa.string(), nullable=True),
+    ],
+)
+AUDIT_STEM_SCHEMA = _with_meta(
+    "audit_stem",
+    [
+        pa.field("scene_id", pa.string(), nullable=False),
+        pa.field("label", pa.string(), nullable=False),
+        pa.field("path", pa.string(), nullable=False),
+        pa.field("source_clip_id", pa.string(), nullable=True),
+    ],
+)
+QUARANTINE_SCHEMA = _with_meta(
+    "quarantine",
+    [
+        pa.field("path", pa.string(), nullable=False),
+        pa.field("stage", pa.string(), nullable=False),
+        pa.field("error_kind", pa.string(), nullable=False),
+        pa.field("message", pa.string(), nullable=False),
+        pa.field("time", pa.timestamp("ms", tz="UTC"), nullable=False),
+    ],
+)
+
+SCHEMAS = {
+    "source_clip": SOURCE_CLIP_SCHEMA,
+    "natural_scene": NATURAL_SCENE_SCHEMA,
+    "audit_stem": AUDIT_STEM_SCHEMA,
+    "quarantine": QUARANTINE_SCHEMA,
+}
+
+
+class ManifestError(ValueError):
+    pass
+
+
+def file_hash(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
+    """sha256 of the file bytes: identical re-imports dedupe whatever their path."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def schema_name(schema: pa.Schema) -> str | None:
+    meta = schema.metadata or {}
+    value = meta.get(b"stemforge.schema")
+    return value.decode() if value else None
+
+
+def _parts(directory: Path) -> list[Path]:
+    return sorted(p for p in directory.glob("part-*.parquet"))
+
+
+def append_rows(directory: str | Path, schema: pa.Schema, rows: list[dict[str, Any]]) -> Path | None:
+    """Validate `rows` against `schema` and write them as a new part file; no rows, no file."""
+    if not rows:
+        return None
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        table = pa.Table.from_pylist(rows, schema=schema)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, KeyError) as exc:
+        raise ManifestError(f"{directory}: rows do not match schema {schema_name(schema)}: {exc}") from exc
+    table = table.replace_schema_metadata(schema.metadata)
+    index = len(_parts(directory))
+    final = directory / f"part-{index:05d}.parquet"
+    while final.exists():
+        index += 1
+        final = directory / f"part-{index:05d}.parquet"
+    with atomic_path(final) as tmp:
+        pq.write_table(table, tmp)
+    return final
+
+
+def write_manifest(directory: str | Path, schema: pa.Schema, rows: list[dict[str, Any]]) -> Path:
+    """Replace a manifest by exactly `rows` (used for derived tables that are recomputed whole)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    table = pa.Table.from_pylist(rows, schema=schema).replace_schema_metadata(schema.metadata)
+    final = directory / "part-00000.parquet"
+    with atomic_path(final) as tmp:
+        pq.write_table(table, tmp)
+    for extra in _parts(directory):
+        if extra != final:
+            extra.unlink()
+    return final
+
+
+def open_dataset(path: str | Path, expect: str | None = None) -> ds.Dataset:
+    """Open a manifest directory (or single .parquet file) lazily, checking its schema name and version."""
+    path = Path(path)
+    if not path.exists():
+        raise ManifestError(f"{path}: manifest does not exist")
+    if path.is_dir():
+        files = [str(p) for p in _parts(path)] or [str(p) for p in sorted(path.glob("*.parquet"))]
+        if not files:
+            if expect is not None and expect in SCHEMAS:
+                return ds.dataset(pa.Table.from_pylist([], schema=SCHEMAS[expect]))
+            raise ManifestError(f"{path}: no parquet files in manifest directory")
+        dataset = ds.dataset(files, format="parquet")
+    else:
+        dataset = ds.dataset(str(path), format="parquet")
+    if expect is not None:
+        found = schema_name(dataset.schema)
+        if found != expect:
+            raise ManifestError(f"{path}: expected a '{expect}' manifest, found '{found}'")
+        version = int((dataset.schema.metadata or {}).get(b"stemforge.schema_version", b"0"))
+        if version > SCHEMA_VERSION:
+            raise ManifestError(f"{path}: schema version {version} is newer than this stemforge ({SCHEMA_VERSION})")
+    return dataset
+
+
+def iter_rows(path: str | Path, columns: list[str] | None = None, filter: Any = None, expect: str | None = None, batch_size: int = 4096) -> Iterator[dict[str, Any]]:
+    """Stream rows as dicts, one record batch at a time."""
+    dataset = open_dataset(path, expect)
+    for batch in dataset.to_batches(columns=columns, filter=filter, batch_size=batch_size):
+        yield from batch.to_pylist()
+
+
+def read_column(path: str | Path, column: str, expect: str | None = None) -> list[Any]:
+    dataset = open_dataset(path, expect)
+    values: list[Any] = []
+    for batch in dataset.to_batches(columns=[column]):
+        values.extend(batch.column(0).to_pylist())
+    return values
+
+
+def count_rows(path: str | Path, filter: Any = None) -> int:
+    return open_dataset(path).count_rows(filter=filter)
+
+
+def read_table(path: str | Path, columns: list[str] | None = None, filter: Any = None, expect: str | None = None) -> pa.Table:
+    """Materialise a (filtered) manifest; for small manifests or selective filters only."""
+    return open_dataset(path, expect).to_table(columns=columns, filter=filter)
+
+
+def quarantine_row(path: str | Path, stage: str, error_kind: str, message: str) -> dict[str, Any]:
+    return {
+        "path": str(path),
+        "stage": stage,
+        "error_kind": error_kind,
+        "message": message,
+        "time": int(time.time() * 1000),
+    }
+
+
