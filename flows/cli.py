@@ -29,7 +29,12 @@ TRAIN_COMMANDS: dict[str, tuple[str, str]] = {
 
 def _resolve(target: str) -> click.Command:
     module_name, attr = target.split(":")
-    module = importlib.import_module(module_name)
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name != module_name:  # a dependency of the command is missing: keep the real traceback
+            raise
+        raise click.ClickException(f"this command is not available in this installation ({module_name} is missing)") from exc
     return getattr(module, attr)
 
 

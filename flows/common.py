@@ -67,7 +67,7 @@ def is_quiet() -> bool:
 
 @contextmanager
 def progress(total: int | None, description: str) -> Iterator[Callable[[int], None]]:
-    """A rich progress bar on stderr (hidden with --quiet or when stderr is not a terminal and CI is set)."""
+    """A rich progress bar on stderr, hidden with --quiet (rich already degrades to plain lines off a terminal)."""
     if is_quiet():
         yield lambda n=1: None
         return

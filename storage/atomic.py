@@ -27,11 +27,12 @@ def fsync_dir(directory: str | os.PathLike[str]) -> None:
 
 
 @contextlib.contextmanager
-def atomic_path(final: str | os.PathLike[str], suffix: str = "") -> Iterator[Path]:
+def atomic_path(final: str | os.PathLike[str], suffix: str = "", fsync: bool = True) -> Iterator[Path]:
     """Yield a temporary path next to `final`; on success fsync it and rename it into place.
 
     The temporary name starts with a dot and ends in `.tmp` so globbing for final outputs never sees it.
-    On error the temporary file is removed and the final name is left untouched.
+    On error the temporary file is removed and the final name is left untouched. Pass `fsync=False` when the
+    caller already flushed the file to disk itself (the directory entry is still synced).
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -40,7 +41,7 @@ def atomic_path(final: str | os.PathLike[str], suffix: str = "") -> Iterator[Pat
     tmp = Path(tmp_name)
     try:
         yield tmp
-        if tmp.exists():
+        if fsync and tmp.exists():
             with open(tmp, "rb+") as fh:
                 os.fsync(fh.fileno())
         os.replace(tmp, final)
@@ -54,7 +55,7 @@ def atomic_path(final: str | os.PathLike[str], suffix: str = "") -> Iterator[Pat
 @contextlib.contextmanager
 def atomic_open(final: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO]:
     """Open a temporary file for writing that becomes `final` only when the block succeeds."""
-    with atomic_path(final) as tmp:
+    with atomic_path(final, fsync=False) as tmp:
         with open(tmp, mode) as fh:
             yield fh
             fh.flush()

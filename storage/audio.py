@@ -13,6 +13,7 @@ from typing import Literal
 
 import numpy as np
 import soundfile as sf
+from pydantic import Field
 
 from storage.configio import Section
 
@@ -44,11 +45,11 @@ class AudioError(ValueError):
 class AudioConfig(Section):
     """How every stage sees audio: one rate, mono, bounded duration."""
 
-    sample_rate: int = 16000
+    sample_rate: int = Field(16000, ge=MIN_SANE_RATE, le=MAX_SANE_RATE)
     downmix: Literal["mean", "first", "error"] = "mean"
-    max_channels: int = 8
-    min_duration_s: float = 0.5
-    silence_dbfs: float = -90.0  # peak below this = digital silence
+    max_channels: int = Field(8, ge=1)
+    min_duration_s: float = Field(0.5, ge=0.0)
+    silence_dbfs: float = Field(-90.0, le=0.0)  # peak below this = digital silence
     allow_silent: bool = False
 
 
@@ -68,16 +69,19 @@ def ffmpeg_available() -> bool:
 
 
 def _read_raw(path: Path) -> tuple[np.ndarray, int]:
-    """Decode to float32 [frames, channels] and the native rate; soundfile first, pydub/ffmpeg for the rest."""
+    """Decode to float32 [frames, channels] and the native rate.
+
+    soundfile (libsndfile >= 1.1 also decodes MP3) is tried first for every file; pydub/ffmpeg is the fallback
+    for other containers (m4a, aac, wma, ...) and only when ffmpeg is installed.
+    """
     ext = path.suffix.lower()
-    if ext in SOUNDFILE_EXTS or not ffmpeg_available():
-        try:
-            data, sr = sf.read(str(path), dtype="float32", always_2d=True)
-            return data, int(sr)
-        except Exception as exc:  # soundfile raises LibsndfileError/RuntimeError/TypeError
-            if ext in SOUNDFILE_EXTS or not ffmpeg_available():
-                hint = "" if ext in SOUNDFILE_EXTS else " (install ffmpeg to read this format through pydub)"
-                raise AudioError(path, "unreadable", f"cannot decode: {exc}{hint}") from exc
+    try:
+        data, sr = sf.read(str(path), dtype="float32", always_2d=True)
+        return data, int(sr)
+    except Exception as exc:  # soundfile raises LibsndfileError/RuntimeError/TypeError
+        if ext in SOUNDFILE_EXTS or not ffmpeg_available():
+            hint = "" if ext in SOUNDFILE_EXTS else " (install ffmpeg to read this format through pydub)"
+            raise AudioError(path, "unreadable", f"cannot decode: {exc}{hint}") from exc
     try:
         from pydub import AudioSegment
 
@@ -90,11 +94,20 @@ def _read_raw(path: Path) -> tuple[np.ndarray, int]:
     return data, int(seg.frame_rate)
 
 
+def _check_file(path: Path) -> None:
+    """Fail with the precise reason before any decoder gives a vaguer one (an empty file is not 'corrupt')."""
+    if not path.exists():
+        raise AudioError(path, "missing", "file does not exist")
+    if path.is_dir():
+        raise AudioError(path, "unreadable", "is a directory")
+    if path.stat().st_size == 0:
+        raise AudioError(path, "zero_length", "file is empty (0 bytes)")
+
+
 def probe(path: str | Path) -> AudioInfo:
     """Header-only inspection (cheap) for soundfile formats."""
     path = Path(path)
-    if not path.exists():
-        raise AudioError(path, "missing", "file does not exist")
+    _check_file(path)
     try:
         info = sf.info(str(path))
         return AudioInfo(int(info.samplerate), int(info.frames), int(info.channels))
@@ -122,12 +135,7 @@ def load_audio(path: str | Path, cfg: AudioConfig | None = None, mono: bool = Tr
     """
     cfg = cfg or AudioConfig()
     path = Path(path)
-    if not path.exists():
-        raise AudioError(path, "missing", "file does not exist")
-    if path.is_dir():
-        raise AudioError(path, "unreadable", "is a directory")
-    if path.stat().st_size == 0:
-        raise AudioError(path, "zero_length", "file is empty (0 bytes)")
+    _check_file(path)
     data, sr = _read_raw(path)
     if not (MIN_SANE_RATE <= sr <= MAX_SANE_RATE):
         raise AudioError(path, "bad_sample_rate", f"sample rate {sr} Hz outside [{MIN_SANE_RATE}, {MAX_SANE_RATE}]")

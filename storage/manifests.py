@@ -113,17 +113,28 @@ def _parts(directory: Path) -> list[Path]:
     return sorted(p for p in directory.glob("part-*.parquet"))
 
 
+def _to_table(directory: Path, schema: pa.Schema, rows: list[dict[str, Any]]) -> pa.Table:
+    """Convert rows to a table of exactly `schema`, failing (before anything is written) on a wrong type or a
+    missing required value: pyarrow itself fills absent keys with nulls and only objects at write time."""
+    try:
+        table = pa.Table.from_pylist(rows, schema=schema)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, KeyError) as exc:
+        raise ManifestError(f"{directory}: rows do not match schema {schema_name(schema)}: {exc}") from exc
+    for field in schema:
+        column = table.column(field.name)
+        if not field.nullable and column.null_count:
+            first = next(i for i, v in enumerate(column.to_pylist()) if v is None)
+            raise ManifestError(f"{directory}: rows do not match schema {schema_name(schema)}: required column '{field.name}' is missing or null (row {first})")
+    return table.replace_schema_metadata(schema.metadata)
+
+
 def append_rows(directory: str | Path, schema: pa.Schema, rows: list[dict[str, Any]]) -> Path | None:
     """Validate `rows` against `schema` and write them as a new part file; no rows, no file."""
     if not rows:
         return None
     directory = Path(directory)
+    table = _to_table(directory, schema, rows)
     directory.mkdir(parents=True, exist_ok=True)
-    try:
-        table = pa.Table.from_pylist(rows, schema=schema)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, KeyError) as exc:
-        raise ManifestError(f"{directory}: rows do not match schema {schema_name(schema)}: {exc}") from exc
-    table = table.replace_schema_metadata(schema.metadata)
     index = len(_parts(directory))
     final = directory / f"part-{index:05d}.parquet"
     while final.exists():
@@ -137,8 +148,8 @@ def append_rows(directory: str | Path, schema: pa.Schema, rows: list[dict[str, A
 def write_manifest(directory: str | Path, schema: pa.Schema, rows: list[dict[str, Any]]) -> Path:
     """Replace a manifest by exactly `rows` (used for derived tables that are recomputed whole)."""
     directory = Path(directory)
+    table = _to_table(directory, schema, rows)
     directory.mkdir(parents=True, exist_ok=True)
-    table = pa.Table.from_pylist(rows, schema=schema).replace_schema_metadata(schema.metadata)
     final = directory / "part-00000.parquet"
     with atomic_path(final) as tmp:
         pq.write_table(table, tmp)

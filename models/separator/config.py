@@ -1,8 +1,73 @@
-"""Config section: Separator presets and training. (placeholder to be filled by the owning module)."""
+"""Config section `separator`: the query-conditioned mask separator, its training and inference.
+
+Defaults are the embedded demo: the CPU-friendly `tiny` preset at 16 kHz with the hashed text encoder. The
+training hyper-parameters follow ClearSep App. A.1 (AdamW 0.9/0.999, wd 1e-2, lr 2e-4 decayed by 0.3 on a
+5-epoch plateau down to 5e-6, loss -0.9 SDR - 0.1 SI-SDR) except batch size and epoch length, which are scaled to
+a 2-core machine (an "epoch" here is `steps_per_epoch` optimiser steps over endless sample streams).
+"""
 from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
 
 from storage.configio import Section
 
 
 class SeparatorConfig(Section):
     """Separator presets and training."""
+
+    preset: Literal["tiny", "clapsep"] = "tiny"
+    sample_rate: int = Field(16000, gt=0, description="model rate; 32000 for clapsep")
+    segment_s: float = Field(4.0, gt=0.0, description="training crop and inference window length")
+    text_encoder: str = Field("hash", description="'hash[:dim[:seed]]' or 'clap:<checkpoint>'")
+    # tiny architecture
+    n_fft: int = Field(512, gt=0)
+    hop: int = Field(256, gt=0)
+    width: int = Field(256, gt=0, description="tiny: channels of the conv/GRU trunk; clapsep: decoder width")
+    presence_gate: bool = Field(True, description="predict target presence from query+mixture and scale the mask by it")
+    # clapsep encoder (HTSAT-tiny as in CLAP 630k checkpoints; reduce for CPU tests)
+    clap_checkpoint: str | None = Field(None, description="local LAION-CLAP 630k-best.pt for the clapsep encoder")
+    clap_embed_dim: int = Field(96, gt=0)
+    clap_depths: list[int] = Field(default_factory=lambda: [2, 2, 6, 2])
+    clap_heads: list[int] = Field(default_factory=lambda: [4, 8, 16, 32])
+    lora_rank: int = Field(16, gt=0)
+    masknet_layers: int = Field(3, gt=0)
+    # training
+    batch_size: int = Field(16, gt=0)
+    lr: float = Field(2e-3, gt=0.0)
+    min_lr: float = Field(5e-6, gt=0.0)
+    weight_decay: float = 1e-2
+    plateau_factor: float = Field(0.3, gt=0.0, lt=1.0)
+    plateau_patience: int = Field(5, ge=0)
+    grad_clip: float = Field(5.0, gt=0.0)
+    sdr_weight: float = Field(0.9, ge=0.0, le=1.0, description="lambda in -lambda SDR - (1-lambda) SI-SDR")
+    silent_floor_db: float = Field(-50.0, description="silent-target loss floor: output energy below mixture energy + this stops counting")
+    gate_loss_weight: float = Field(1.0, ge=0.0)
+    silence_aug_prob: float = Field(0.2, ge=0.0, le=1.0, description="trainer-side silence augmentation (paper: 0.05)")
+    query_mix: dict[str, float] = Field(default_factory=lambda: {"pos": 0.25, "neg": 0.25, "posneg": 0.5},
+                                        description="resampling of the query side when the sample allows it; {} = as the shards specify")
+    steps_per_epoch: int = Field(50, gt=0)
+    max_epochs: int = Field(1000, gt=0)
+    time_budget_s: float = Field(600.0, gt=0.0, description="stop after this much wall time (whole epochs)")
+    val_max: int = Field(64, gt=0, description="validation samples used per epoch")
+    workers: int = Field(0, ge=0, description="DataLoader workers for torch IterableDataset streams")
+    device: str = Field("auto", description="'auto', 'cpu', 'cuda', 'cuda:1'")
+    amp: bool = Field(True, description="bfloat16 autocast on CUDA (ignored on CPU)")
+    threads: int = Field(2, ge=0, description="torch.set_num_threads on CPU (0 = leave torch's default)")
+    seed: int = 0
+    # inference
+    overlap: float = Field(0.25, ge=0.0, lt=1.0, description="window overlap fraction for long inputs (crossfaded)")
+    infer_batch: int = Field(16, gt=0)
+    gate_threshold: float = Field(0.5, ge=0.0, le=1.0, description="outputs whose presence gate is below this are zeroed; 0 = never")
+
+    @model_validator(mode="after")
+    def _check(self) -> "SeparatorConfig":
+        if self.hop > self.n_fft:
+            raise ValueError(f"hop {self.hop} must not exceed n_fft {self.n_fft}")
+        if self.min_lr > self.lr:
+            raise ValueError(f"min_lr {self.min_lr} above lr {self.lr}")
+        unknown = set(self.query_mix) - {"pos", "neg", "posneg"}
+        if unknown:
+            raise ValueError(f"query_mix keys must be pos/neg/posneg, got {sorted(unknown)}")
+        return self

@@ -1,8 +1,106 @@
-"""Config section: The embedded demo corpus and dataset import. (placeholder to be filled by the owning module)."""
+"""Config section `corpus`: the embedded demo corpus and dataset import.
+
+The defaults are the embedded demo: 16 synthesised classes, 40 clean 4-s clips per class and 110 natural-style
+8-s scenes, small enough to generate in well under a minute on 2 cores.
+"""
 from __future__ import annotations
 
+from pydantic import Field, field_validator, model_validator
+
 from storage.configio import Section
+
+SPLIT_NAMES = ("train", "val", "test")
+MIN_CLIP_SECONDS = 0.75  # every synthesiser is guaranteed to sound at least once in this long (tested)
+
+
+def _check_range(value: tuple[float, float], name: str) -> tuple[float, float]:
+    lo, hi = value
+    if lo > hi:
+        raise ValueError(f"{name}: lower bound {lo} is above upper bound {hi}")
+    return value
+
+
+def _check_splits(value: dict[str, int]) -> dict[str, int]:
+    unknown = sorted(set(value) - set(SPLIT_NAMES))
+    if unknown:
+        raise ValueError(f"unknown split(s) {unknown}; allowed: {list(SPLIT_NAMES)}")
+    if any(v < 0 for v in value.values()):
+        raise ValueError("counts must be >= 0")
+    return value
+
+
+class DemoConfig(Section):
+    """Sizes and acoustics of the embedded demo corpus."""
+
+    classes: list[str] = Field(default_factory=list, description="class names from the catalogue; empty = all")
+    source_seconds: float = Field(4.0, ge=MIN_CLIP_SECONDS)
+    scene_seconds: float = Field(8.0, ge=MIN_CLIP_SECONDS)
+    sources_per_class: dict[str, int] = Field(default_factory=lambda: {"train": 30, "val": 5, "test": 5})
+    scenes: dict[str, int] = Field(default_factory=lambda: {"train": 80, "val": 10, "test": 20})
+    events_per_scene: tuple[int, int] = (2, 4)
+    event_seconds: tuple[float, float] = (1.5, 4.0)
+    source_level_db: tuple[float, float] = (-28.0, -18.0)  # active RMS of clean clips (dBFS)
+    event_gain_db: tuple[float, float] = (-6.0, 6.0)  # per-event gain in a scene, relative to -23 dBFS
+    rt60_s: tuple[float, float] = (0.15, 0.7)  # room reverberation time, one room per scene
+    drr_db: tuple[float, float] = (0.0, 12.0)  # direct-to-reverberant ratio per event
+    ambience_db: tuple[float, float] = (-30.0, -15.0)  # background RMS relative to the event reference level
+    scene_peak: float = Field(0.9, gt=0.0, lt=1.0)  # peak of the scene after normalising all stems together
+    workers: int = Field(2, ge=0, description="processes for generation; 0 = all cores, 1 = in-process")
+
+    @field_validator("sources_per_class", "scenes")
+    @classmethod
+    def _splits(cls, value: dict[str, int]) -> dict[str, int]:
+        return _check_splits(value)
+
+    @field_validator("events_per_scene")
+    @classmethod
+    def _events(cls, value: tuple[int, int]) -> tuple[int, int]:
+        _check_range(value, "events_per_scene")
+        if value[0] < 1:
+            raise ValueError("a scene needs at least one event")
+        return value
+
+    @field_validator("event_seconds", "source_level_db", "event_gain_db", "rt60_s", "drr_db", "ambience_db")
+    @classmethod
+    def _ranges(cls, value: tuple[float, float]) -> tuple[float, float]:
+        return _check_range(value, "range")
+
+    @model_validator(mode="after")
+    def _fits(self) -> "DemoConfig":
+        if self.event_seconds[0] < MIN_CLIP_SECONDS:
+            raise ValueError(f"event_seconds lower bound {self.event_seconds[0]} is below {MIN_CLIP_SECONDS} s")
+        if self.event_seconds[1] > self.scene_seconds:
+            raise ValueError(f"event_seconds upper bound {self.event_seconds[1]} exceeds scene_seconds {self.scene_seconds}")
+        return self
+
+
+class ImportConfig(Section):
+    """How real datasets are turned into manifests."""
+
+    val_fraction: float = Field(0.1, ge=0.0, le=1.0)  # hash split when the dataset has no split of its own
+    test_fraction: float = Field(0.1, ge=0.0, le=1.0)
+    esc50_val_folds: list[int] = Field(default_factory=lambda: [4])
+    esc50_test_folds: list[int] = Field(default_factory=lambda: [5])
+    label_domains: dict[str, str] = Field(default_factory=dict, description="exact label -> speech|music|sound")
+    batch_rows: int = Field(1000, ge=1, description="rows per manifest part written during import")
+
+    @field_validator("label_domains")
+    @classmethod
+    def _domains(cls, value: dict[str, str]) -> dict[str, str]:
+        bad = {k: v for k, v in value.items() if v not in ("speech", "music", "sound")}
+        if bad:
+            raise ValueError(f"domains must be speech|music|sound, got {bad}")
+        return value
+
+    @model_validator(mode="after")
+    def _fractions(self) -> "ImportConfig":
+        if self.val_fraction + self.test_fraction > 1.0:
+            raise ValueError("val_fraction + test_fraction must be <= 1")
+        return self
 
 
 class CorpusConfig(Section):
     """The embedded demo corpus and dataset import."""
+
+    demo: DemoConfig = Field(default_factory=DemoConfig)
+    importer: ImportConfig = Field(default_factory=ImportConfig)

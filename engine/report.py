@@ -1,0 +1,140 @@
+"""The run report: `report.json` (machine-readable, per iteration), `report.md` (tables) and PNG plots.
+
+Plotting lives in `engine` (not `pipelines`): it is presentation, not signal processing, and matplotlib is only
+imported here, with the non-interactive Agg backend so it works headless.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from storage.atomic import atomic_path, atomic_write_text
+
+ITERATION_KEYS = ("iteration", "separator_checkpoint", "sdri_db", "si_sdri_db", "natural_sdri_db", "silence_sdr_db",
+                  "candidates", "kept_itt", "kept_sst", "kept_hours_itt", "kept_hours_sst", "re_sdr_mean_db",
+                  "prop_re_sdr_gt15", "rejections")
+
+SCORE_THRESHOLDS = (("re_sdr_db", "itt_min_db"), ("clap_target", "clap_target_min"), ("clap_residual", "clap_residual_max"),
+                    ("pc_target", "pc_max"), ("silence_ratio", "silence_ratio_max"), ("judge_overall", "judge_min"))
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.3f}" if abs(v) < 10 else f"{v:.2f}"
+    if isinstance(v, dict):
+        return ", ".join(f"{k}: {n}" for k, n in v.items()) or "-"
+    return str(v)
+
+
+def _table(rows: list[dict[str, Any]], keys: list[str]) -> str:
+    head = "| " + " | ".join(keys) + " |\n|" + "---|" * len(keys) + "\n"
+    return head + "".join("| " + " | ".join(_fmt(r.get(k)) for k in keys) + " |\n" for r in rows)
+
+
+def _save(fig: Any, path: Path) -> None:
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=100, bbox_inches="tight", format="png")
+
+
+def plot_sdri(iterations: list[dict[str, Any]], path: Path) -> Path:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    xs = [r["iteration"] for r in iterations]
+    for key, label in (("sdri_db", "synthetic SDRi"), ("si_sdri_db", "synthetic SI-SDRi"), ("natural_sdri_db", "natural SDRi")):
+        ys = [np.nan if r.get(key) is None else r[key] for r in iterations]
+        ax.plot(xs, ys, marker="o", label=label)
+    ax.set_xlabel("iteration (0 = bootstrap)")
+    ax.set_ylabel("dB")
+    ax.set_xticks(xs)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    _save(fig, path)
+    plt.close(fig)
+    return path
+
+
+def plot_histograms(table: dict[str, np.ndarray], thresholds: dict[str, Any], path: Path) -> Path:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 3, figsize=(10, 5.5))
+    for ax, (col, thr_key) in zip(axes.ravel(), SCORE_THRESHOLDS):
+        vals = np.asarray(table.get(col, []), dtype=np.float64)
+        vals = vals[np.isfinite(vals)]
+        if vals.size:
+            ax.hist(vals, bins=30, color="#4c72b0", alpha=0.85)
+        thr = thresholds.get(thr_key)
+        if thr is not None:
+            ax.axvline(float(thr), color="#c44e52", linestyle="--", label=f"threshold {thr}")
+            if col == "re_sdr_db":
+                ax.axvline(float(thresholds.get("sst_min_db", thr)), color="#dd8452", linestyle=":", label="SST")
+            ax.legend(fontsize=7)
+        ax.set_title(f"{col} (n={vals.size})", fontsize=9)
+    fig.tight_layout()
+    _save(fig, path)
+    plt.close(fig)
+    return path
+
+
+def plot_sweep(sweep: list[dict[str, Any]], path: Path) -> Path:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    for tier in ("itt", "sst"):
+        rows = sorted((r for r in sweep if r["tier"] == tier), key=lambda r: r["judge_threshold"])
+        ax.plot([r["judge_threshold"] for r in rows], [r["fraction"] for r in rows], marker="o", label=tier.upper())
+    ax.set_xlabel("judge overall threshold")
+    ax.set_ylabel("kept fraction of candidates")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    _save(fig, path)
+    plt.close(fig)
+    return path
+
+
+def write_report(root: Path, report: dict[str, Any], last_table: dict[str, np.ndarray] | None) -> dict[str, str]:
+    """Write report.json, report.md and plots under `root`; returns the written paths."""
+    root = Path(root)
+    its = report["iterations"]
+    plots = {"sdri": str(plot_sdri(its, root / "plot_sdri.png"))}
+    last_filter = report.get("last_filter") or {}
+    if last_table:
+        plots["histograms"] = str(plot_histograms(last_table, last_filter.get("thresholds", {}), root / "plot_scores.png"))
+    if last_filter.get("sweep"):
+        plots["sweep"] = str(plot_sweep(last_filter["sweep"], root / "plot_sweep.png"))
+    report["plots"] = plots
+    atomic_write_text(root / "report.json", json.dumps(report, indent=2, default=float) + "\n")
+    md = [f"# stemforge run `{report['name']}`\n",
+          f"config hash `{report['config_hash']}`, total {report['total_seconds']:.0f} s "
+          f"({'resumed' if report.get('resumed_steps') else 'fresh'}).\n",
+          "## Iterations (0 = bootstrap)\n",
+          "Row k: separator k evaluated on held-out synthetic tuples and held-out natural scenes (vs audit stems), "
+          "and the pseudo-labels separator k produced on the training scenes.\n",
+          _table(its, [k for k in ITERATION_KEYS if k not in ("separator_checkpoint", "rejections")]),
+          "\n### Rejections per iteration (a candidate failing two filters counts under both)\n",
+          _table(its, ["iteration", "rejections"])]
+    if last_filter.get("sweep"):
+        md += ["\n## Threshold sweep (judge overall x tier; other filters as configured)\n",
+               _table(last_filter["sweep"], ["judge_threshold", "tier", "kept", "hours", "fraction"])]
+    payoff = last_filter.get("payoff") or {}
+    if payoff.get("available"):
+        rows = [{"filter": k, **v} for k, v in payoff["filters"].items()]
+        md += ["\n## Which filters pay off (true SDR of tracks vs audit stems)\n",
+               _table(rows, ["filter", "kept", "dropped", "true_sdr_kept_db", "true_sdr_dropped_db"]),
+               "\nPearson correlation of each score with true track SDR: "
+               + ", ".join(f"{k} {_fmt(v)}" for k, v in payoff["correlation_with_true_sdr"].items()) + "\n"]
+    md += ["\n## Step timings (s)\n", _table([{"step": k, "seconds": round(v, 1)} for k, v in report["timings"].items()], ["step", "seconds"])]
+    md += ["\n## Plots\n"] + [f"![{k}]({Path(v).name})\n" for k, v in plots.items()]
+    atomic_write_text(root / "report.md", "\n".join(md))
+    return {"json": str(root / "report.json"), "md": str(root / "report.md"), **plots}

@@ -1,0 +1,79 @@
+"""A run's directory and its steps: `runs/<name>/`, one done-marker per finished step.
+
+Why markers: `stemforge run` is long and must resume where it stopped. Each step writes its outputs under its
+own folder (resuming inside itself where it can: shard stores, trainers, executor batches) and, only when it has
+fully finished, `steps/<step>.json` with its outputs and timing. A re-run skips steps whose marker exists; a step
+that was killed midway is simply run again. The config hash is recorded so a run directory is never silently
+continued with a different configuration.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from storage.atomic import atomic_write_text
+
+log = logging.getLogger("stemforge.run")
+
+
+class RunError(RuntimeError):
+    """A run that cannot start or continue; the message names the run directory and the problem."""
+
+
+@dataclass
+class Workspace:
+    root: Path
+    config_hash: str
+    timings: dict[str, float] = field(default_factory=dict)
+    resumed_steps: list[str] = field(default_factory=list)
+
+    @classmethod
+    def open(cls, root: str | Path, config_hash: str, restart: bool = False, allow_config_change: bool = False) -> "Workspace":
+        root = Path(root)
+        if restart and root.exists():
+            shutil.rmtree(root)
+        root.mkdir(parents=True, exist_ok=True)
+        stamp = root / "run.json"
+        if stamp.is_file():
+            prev = json.loads(stamp.read_text())
+            if prev.get("config_hash") != config_hash and not allow_config_change:
+                raise RunError(f"{root}: was started with config {prev.get('config_hash')}, now {config_hash}; "
+                               "use --restart to start over or --name for a new run")
+        atomic_write_text(stamp, json.dumps({"config_hash": config_hash}, indent=2))
+        (root / "steps").mkdir(exist_ok=True)
+        return cls(root=root, config_hash=config_hash)
+
+    def path(self, *parts: str) -> Path:
+        p = self.root.joinpath(*parts)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        return p
+
+    def marker(self, step: str) -> Path:
+        return self.root / "steps" / f"{step}.json"
+
+    def done(self, step: str) -> dict[str, Any] | None:
+        m = self.marker(step)
+        return json.loads(m.read_text()) if m.is_file() else None
+
+    def step(self, name: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        """Run `fn` unless `name` already finished; returns its outputs (from the marker when resumed)."""
+        prev = self.done(name)
+        if prev is not None:
+            log.info("step %s: done (resumed)", name)
+            self.timings[name] = float(prev.get("seconds", 0.0))
+            self.resumed_steps.append(name)
+            return prev["outputs"]
+        log.info("step %s: running", name)
+        t0 = time.perf_counter()
+        outputs = fn()
+        seconds = time.perf_counter() - t0
+        self.timings[name] = seconds
+        atomic_write_text(self.marker(name), json.dumps({"step": name, "seconds": round(seconds, 3), "outputs": outputs},
+                                                         indent=2, default=str))
+        log.info("step %s: finished in %.1f s", name, seconds)
+        return outputs

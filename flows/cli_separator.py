@@ -1,0 +1,135 @@
+"""`stemforge train separator`, `stemforge separate`, `stemforge evaluate`: thin wrappers over models.separator."""
+from __future__ import annotations
+
+import json
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import click
+
+from flows.common import EXIT_DATA, EXIT_USAGE, config_options, fail, log
+
+
+@click.command("separator")
+@click.option("--shards", "shards", multiple=True, required=True, type=click.Path(exists=True, file_okay=False), help="Training shard dir (repeatable).")
+@click.option("--val", "val_dirs", multiple=True, type=click.Path(exists=True, file_okay=False), help="Validation shard dir(s); default: a 1-in-10 key-hash hold-out of --shards.")
+@click.option("--preset", type=click.Choice(["tiny", "clapsep"]), default=None, help="Model preset (default: separator.preset).")
+@click.option("--init", "init", type=click.Path(exists=True, dir_okay=False), default=None, help="Fine-tune from this checkpoint.")
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False), help="Best checkpoint path; OUT.run/ keeps last.pt for resuming.")
+@click.option("--minutes", type=float, default=None, help="Wall-time budget (default: separator.time_budget_s).")
+@click.option("--no-resume", is_flag=True, help="Start over even if OUT.run/last.pt exists.")
+@config_options
+def train_separator(cfg: Any, shards: tuple[str, ...], val_dirs: tuple[str, ...], preset: str | None, init: str | None,
+                    out: str, minutes: float | None, no_resume: bool) -> None:
+    """Train the query-conditioned separator from WebDataset shards."""
+    from models.separator.atomic_copy import copy_atomic
+    from models.separator.data import ShardDataError, ShardStream
+    from models.separator.train import train_separator as train
+
+    scfg = cfg.separator
+    updates: dict[str, Any] = {}
+    if preset:
+        updates["preset"] = preset
+    if minutes is not None:
+        updates["time_budget_s"] = minutes * 60.0
+    scfg = scfg.model_copy(update=updates)
+    try:
+        if val_dirs:
+            stream = ShardStream(list(shards), scfg.sample_rate)
+            val = list(islice(ShardStream(list(val_dirs), scfg.sample_rate), scfg.val_max))
+        else:
+            stream = ShardStream(list(shards), scfg.sample_rate, holdout=10)
+            val = list(islice(ShardStream(list(shards), scfg.sample_rate, holdout=10, only_holdout=True), scfg.val_max))
+        if not val:
+            fail("no validation samples (give --val or more samples in --shards)", EXIT_DATA)
+        run_dir = Path(out).with_suffix(Path(out).suffix + ".run")
+        result = train(scfg, [(stream, 1.0)], val, run_dir, init=init, resume=not no_resume,
+                       lineage={"shards": stream.lineage(), "val": [str(v) for v in val_dirs]})
+    except ShardDataError as exc:
+        fail(str(exc), EXIT_DATA)
+        return
+    except ValueError as exc:
+        fail(str(exc), EXIT_USAGE)
+        return
+    copy_atomic(result.best, Path(out))
+    m = result.best_metrics
+    click.echo(json.dumps({"checkpoint": str(out), "last": str(result.last), "epochs": result.epochs, "steps": result.steps,
+                           "seconds": round(result.seconds, 1), "best": {k: m.get(k) for k in ("val_loss", "si_sdri", "sdri", "silence_sdr")}}))
+
+
+@click.command("separate")
+@click.option("--separator", "ckpt", required=True, type=click.Path(exists=True, dir_okay=False), help="Separator checkpoint.")
+@click.option("--audio", "audio", required=True, type=click.Path(dir_okay=False), help="Input audio file (any length).")
+@click.option("--query", "query", default=None, help="What to extract, e.g. 'dog barking'.")
+@click.option("--negative", "negative", default=None, help="What to remove (alone, or together with --query).")
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False), help="Output FLAC/WAV path for the estimate.")
+@click.option("--residual", "residual", default=None, type=click.Path(dir_okay=False), help="Also write mixture - estimate here.")
+@click.option("--gate-threshold", type=float, default=None, help="Override the presence-gate threshold (0 = gate off).")
+@click.option("--device", default=None, help="cpu / cuda (default: separator.device).")
+@config_options
+def separate(cfg: Any, ckpt: str, audio: str, query: str | None, negative: str | None, out: str, residual: str | None,
+             gate_threshold: float | None, device: str | None) -> None:
+    """Separate one audio file with a text query."""
+    from models.separator.checkpoint import CheckpointError
+    from models.separator.infer import Separator
+    from storage.audio import AudioConfig, AudioError, load_audio, write_audio
+
+    if not query and not negative:
+        fail("give --query and/or --negative", EXIT_USAGE)
+    try:
+        sep = Separator.load(ckpt, device or cfg.separator.device, gate_threshold=gate_threshold)
+    except CheckpointError as exc:
+        fail(str(exc), EXIT_USAGE)
+        return
+    sr = cfg.audio.sample_rate
+    try:
+        mix = load_audio(audio, AudioConfig(**{**cfg.audio.model_dump(), "allow_silent": True}))
+    except AudioError as exc:
+        fail(str(exc), EXIT_DATA)
+        return
+    est, gate = sep.separate([mix], sr, [query], [negative], return_gate=True)
+    write_audio(out, est[0], sr)
+    if residual:
+        write_audio(residual, mix - est[0], sr)
+    click.echo(json.dumps({"out": out, "seconds": round(len(mix) / sr, 3), "presence": round(float(gate[0]), 4)}))
+
+
+@click.command("evaluate")
+@click.option("--separator", "ckpt", required=True, type=click.Path(exists=True, dir_okay=False), help="Separator checkpoint.")
+@click.option("--test", "tests", multiple=True, required=True, type=click.Path(exists=True), help="Shard dir(s), or a demo corpus / scene manifest dir (its test split with audit stems).")
+@click.option("--json", "json_out", default=None, type=click.Path(dir_okay=False), help="Write the report as JSON here.")
+@click.option("--gate-threshold", type=float, default=None, help="Override the presence-gate threshold (0 = gate off).")
+@click.option("--no-absent", is_flag=True, help="Skip the extra absent-class queries.")
+@click.option("--device", default=None, help="cpu / cuda (default: separator.device).")
+@config_options
+def evaluate(cfg: Any, ckpt: str, tests: tuple[str, ...], json_out: str | None, gate_threshold: float | None,
+             no_absent: bool, device: str | None) -> None:
+    """Evaluate a separator: SDR, SDRi, SI-SDRi per class and overall; Silence-SDR for absent-class queries."""
+    from models.separator.checkpoint import CheckpointError
+    from models.separator.data import ShardDataError
+    from models.separator.evaluate import evaluate as run_eval, format_table, items_from_manifest, items_from_shards
+    from models.separator.infer import Separator
+    from storage.atomic import atomic_write_text
+
+    try:
+        sep = Separator.load(ckpt, device or cfg.separator.device, gate_threshold=gate_threshold)
+    except CheckpointError as exc:
+        fail(str(exc), EXIT_USAGE)
+        return
+    items = []
+    try:
+        for t in tests:
+            p = Path(t)
+            if (p / "manifests").is_dir() or any(p.glob("part-*.parquet")):
+                items.extend(items_from_manifest(p, sep.sample_rate))
+            else:
+                items.extend(items_from_shards([p], sep.sample_rate))
+        report = run_eval(sep, items, absent_queries=not no_absent, seed=cfg.run.seed)
+    except (ShardDataError, FileNotFoundError) as exc:
+        fail(str(exc), EXIT_DATA)
+        return
+    click.echo(format_table(report))
+    if json_out:
+        atomic_write_text(json_out, json.dumps(report, indent=2))
+        log.info("report written to %s", json_out)

@@ -1,0 +1,67 @@
+"""The mini judge as a batch scorer: load the checkpoint once, score (mixture, output, text) batches."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from models.judge.checkpoint import CheckpointError, load_checkpoint
+from models.judge.config import JudgeConfig
+from models.judge.features import as_batch, resolve_device
+from models.judge.model import AXES, MiniJudge
+from models.judge.train import FORMAT, MODEL_KEYS, VERSION, build_model
+
+
+class MiniJudgeScorer:
+    """`score(mixtures, outputs, texts, sr) -> {axis: np [N]}` (1-5) with the in-project judge."""
+
+    def __init__(self, checkpoint: str, device: str = "auto", batch_size: int = 16):
+        if not checkpoint:
+            raise CheckpointError("<judge.checkpoint>", "no judge checkpoint configured; train one with "
+                                  "`stemforge train judge --sources MANIFEST --out CKPT` and set judge.checkpoint")
+        payload = load_checkpoint(checkpoint, FORMAT, VERSION)
+        missing = [k for k in MODEL_KEYS if k not in payload["config"]]
+        if missing:
+            raise CheckpointError(checkpoint, f"judge config lacks {missing}")
+        self.model: MiniJudge = build_model(payload["config"])
+        try:
+            self.model.load_state_dict(payload["state_dict"])
+        except RuntimeError as exc:
+            raise CheckpointError(checkpoint, f"weights do not fit the judge architecture: {str(exc)[:300]}") from exc
+        self.device = resolve_device(device)
+        self.model.to(self.device).eval()
+        self.sample_rate = int(payload["config"]["sample_rate"])
+        self.batch_size = batch_size
+        self.meta = payload.get("meta", {})
+        self._info = {"backend": "mini", "checkpoint_hash": payload["sha256"], "version": f"{FORMAT} v{VERSION}"}
+
+    def info(self) -> dict[str, str]:
+        return dict(self._info)
+
+    @torch.inference_mode()
+    def score(self, mixtures, outputs, texts: list[str], sr: int) -> dict[str, np.ndarray]:
+        mix = as_batch(mixtures, sr, self.sample_rate, "mixtures")
+        out = as_batch(outputs, sr, self.sample_rate, "outputs")
+        if not (len(mix) == len(out) == len(texts)):
+            raise ValueError(f"batch sizes differ: {len(mix)} mixtures, {len(out)} outputs, {len(texts)} texts")
+        n = max(mix.shape[1], out.shape[1])
+        mix = np.pad(mix, ((0, 0), (0, n - mix.shape[1])))
+        out = np.pad(out, ((0, 0), (0, n - out.shape[1])))
+        preds = []
+        for i in range(0, len(mix), self.batch_size):
+            p, _ = self.model(torch.from_numpy(mix[i:i + self.batch_size]).to(self.device),
+                              torch.from_numpy(out[i:i + self.batch_size]).to(self.device),
+                              list(texts[i:i + self.batch_size]))
+            preds.append(p.float().cpu().numpy())
+        pred = np.concatenate(preds)
+        return {a: pred[:, j].astype(np.float32) for j, a in enumerate(AXES)}
+
+
+def build_judge(cfg: JudgeConfig):
+    """Scorer for `cfg.backend`: `mini` -> MiniJudgeScorer, `sam` -> SamJudgeScorer (BackendUnavailable if absent)."""
+    if cfg.backend == "mini":
+        return MiniJudgeScorer(cfg.checkpoint, cfg.device, cfg.batch_size)
+    if cfg.backend == "sam":
+        from models.judge.sam_adapter import SamJudgeScorer
+
+        return SamJudgeScorer(cfg.checkpoint, cfg.device, cfg.batch_size)
+    raise ValueError(f"unknown judge backend {cfg.backend!r}")

@@ -1,0 +1,305 @@
+"""Import real datasets into the corpus manifest layout.
+
+A layout reader (`pipelines/corpus/layouts.py`) streams `Candidate`s (clip id, absolute path, labels, split);
+this module validates each file with `storage.audio.load_audio`, dedupes by content hash against what is already
+in the output manifests, routes single-label clips to the clean-source pool and multi-label clips to the
+natural-scene pool, and quarantines every bad file with its reason. A bad file never stops an import.
+
+Audio is never copied: manifests point at the original files (absolute paths).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+from pipelines.corpus.config import ImportConfig
+from storage import manifests as mf
+from storage.atomic import atomic_write_text
+from storage.audio import AudioConfig, AudioError, load_audio, probe
+
+log = logging.getLogger("stemforge.corpus.import")
+
+IMPORT_STAGE = "import"
+
+# Word-level cues for the clip domain; anything else is "sound". Config `label_domains` overrides per label.
+_SPEECH_WORDS = {"speech", "speaking", "speaker", "conversation", "narration", "monologue", "talk", "talking",
+                 "whispering", "babbling", "male speech", "female speech", "child speech"}
+_MUSIC_WORDS = {"music", "musical", "guitar", "piano", "violin", "fiddle", "cello", "flute", "drum", "drums",
+                "bass", "saxophone", "trumpet", "trombone", "organ", "harp", "synthesizer", "orchestra", "singing",
+                "song", "choir", "keyboard", "clarinet", "ukulele", "banjo", "mandolin", "harmonica", "accordion",
+                "cymbal", "tabla", "sitar", "marimba", "xylophone", "glockenspiel", "vibraphone", "bell", "instrument"}
+
+
+class LayoutError(ValueError):
+    """The dataset root does not have the expected layout (message names the missing or malformed file)."""
+
+
+@dataclass
+class Candidate:
+    """One clip announced by a layout reader; `problem` = (kind, message) when its metadata row is unusable."""
+
+    clip_id: str
+    path: Path
+    labels: list[str]
+    label_ids: list[str]
+    split: str | None = None
+    problem: tuple[str, str] | None = None
+
+
+@dataclass
+class ImportReport:
+    """Counts and hours of one import run (what `import_report.json` holds)."""
+
+    layout: str
+    dataset: str
+    root: str
+    out: str
+    candidates: int = 0
+    imported_sources: int = 0
+    imported_scenes: int = 0
+    duplicate: int = 0
+    quarantined_by_kind: Counter = field(default_factory=Counter)
+    hours: dict[str, float] = field(default_factory=lambda: {"sources": 0.0, "scenes": 0.0})
+    hours_per_class: dict[str, dict[str, float]] = field(default_factory=lambda: {"sources": defaultdict(float), "scenes": defaultdict(float)})
+    parent_labels_removed: int = 0
+    notes: list[str] = field(default_factory=list)
+    manifest_totals: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def imported(self) -> int:
+        return self.imported_sources + self.imported_scenes
+
+    @property
+    def quarantined(self) -> int:
+        return sum(self.quarantined_by_kind.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "layout": self.layout,
+            "dataset": self.dataset,
+            "root": self.root,
+            "out": self.out,
+            "counts": {
+                "candidates": self.candidates,
+                "imported": self.imported,
+                "imported_sources": self.imported_sources,
+                "imported_scenes": self.imported_scenes,
+                "duplicate": self.duplicate,
+                "quarantined": self.quarantined,
+                "quarantined_by_kind": dict(sorted(self.quarantined_by_kind.items())),
+            },
+            "parent_labels_removed": self.parent_labels_removed,
+            "hours": {k: round(v / 3600.0, 6) for k, v in self.hours.items()},
+            "hours_per_class": {pool: {k: round(v / 3600.0, 6) for k, v in sorted(d.items())} for pool, d in self.hours_per_class.items()},
+            "manifest_totals": self.manifest_totals,
+            "notes": self.notes,
+        }
+
+    def table(self) -> str:
+        """A short human-readable summary for stderr."""
+        lines = [
+            f"import {self.layout} from {self.root}",
+            f"  candidates   {self.candidates}",
+            f"  imported     {self.imported} ({self.imported_sources} clean sources, {self.imported_scenes} scenes)",
+            f"  duplicate    {self.duplicate}",
+            f"  quarantined  {self.quarantined}" + "".join(f"\n    {k:<18} {v}" for k, v in sorted(self.quarantined_by_kind.items())),
+            f"  hours        sources {self.hours['sources'] / 3600:.4f}, scenes {self.hours['scenes'] / 3600:.4f}",
+        ]
+        return "\n".join(lines)
+
+
+def hash_split(key: str, seed: int, val_fraction: float, test_fraction: float) -> str:
+    """Deterministic split from a seeded hash of the clip id (stable when the dataset grows or is re-ordered)."""
+    digest = hashlib.sha256(f"{seed}:{key}".encode("utf-8")).digest()
+    u = int.from_bytes(digest[:8], "big") / 2.0**64
+    if u < test_fraction:
+        return "test"
+    if u < test_fraction + val_fraction:
+        return "val"
+    return "train"
+
+
+def label_domain(label: str, overrides: dict[str, str] | None = None) -> str:
+    """speech | music | sound for one label name (overrides first, then word cues, default sound)."""
+    if overrides and label in overrides:
+        return overrides[label]
+    text = label.lower().replace("_", " ")
+    if text in _SPEECH_WORDS:
+        return "speech"
+    words = set(re.findall(r"[a-z]+", text))
+    if words & {"speech", "speaking", "conversation", "narration", "talking", "whispering"}:
+        return "speech"
+    if words & _MUSIC_WORDS:
+        return "music"
+    return "sound"
+
+
+def clip_domain(labels: list[str], overrides: dict[str, str] | None = None) -> str:
+    """A single domain for a clip: the common domain of its labels, else sound."""
+    domains = {label_domain(label, overrides) for label in labels}
+    return domains.pop() if len(domains) == 1 else "sound"
+
+
+def _existing_keys(man: Path) -> tuple[set[str], set[str]]:
+    """Content hashes and clip ids already imported (two streamed columns, never the whole manifest)."""
+    hashes: set[str] = set()
+    ids: set[str] = set()
+    for pool in ("sources", "scenes"):
+        directory = man / pool
+        if directory.is_dir() and any(directory.glob("*.parquet")):
+            for batch in mf.open_dataset(directory).to_batches(columns=["content_hash", "clip_id"]):
+                hashes.update(batch.column(0).to_pylist())
+                ids.update(batch.column(1).to_pylist())
+    return hashes, ids
+
+
+def _existing_quarantine(man: Path) -> set[tuple[str, str]]:
+    directory = man / "quarantine"
+    if not (directory.is_dir() and any(directory.glob("*.parquet"))):
+        return set()
+    return {(row["path"], row["error_kind"]) for row in mf.iter_rows(directory, columns=["path", "error_kind"], expect="quarantine")}
+
+
+def _manifest_totals(man: Path) -> dict[str, Any]:
+    totals: dict[str, Any] = {}
+    for pool in ("sources", "scenes"):
+        directory = man / pool
+        clips, seconds = 0, 0.0
+        if directory.is_dir() and any(directory.glob("*.parquet")):
+            for row in mf.iter_rows(directory, columns=["duration_s"]):
+                clips += 1
+                seconds += row["duration_s"]
+        totals[pool] = {"clips": clips, "hours": round(seconds / 3600.0, 6)}
+    return totals
+
+
+class _Writer:
+    """Buffers manifest rows and appends them as part files every `batch` rows (bounded memory, crash-safe)."""
+
+    def __init__(self, directory: Path, schema, batch: int):
+        self.directory, self.schema, self.batch = directory, schema, batch
+        self.rows: list[dict[str, Any]] = []
+
+    def add(self, row: dict[str, Any]) -> None:
+        self.rows.append(row)
+        if len(self.rows) >= self.batch:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.rows:
+            mf.append_rows(self.directory, self.schema, self.rows)
+            self.rows = []
+
+
+def run_import(candidates: Iterable[Candidate], out_dir: str | Path, *, layout: str, dataset: str, root: str | Path,
+               audio_cfg: AudioConfig, import_cfg: ImportConfig, seed: int = 0,
+               progress: Callable[[int], None] | None = None, parent_labels_removed: int | Callable[[], int] = 0,
+               notes: list[str] | None = None) -> ImportReport:
+    """Validate, dedupe and register every candidate; write manifests and `import_report.json` into `out_dir`."""
+    out = Path(out_dir).resolve()
+    man = out / "manifests"
+    man.mkdir(parents=True, exist_ok=True)
+    report = ImportReport(layout=layout, dataset=dataset, root=str(Path(root).resolve()), out=str(out), notes=list(notes or []))
+    seen, seen_ids = _existing_keys(man)
+    already_quarantined = _existing_quarantine(man)
+    sources = _Writer(man / "sources", mf.SOURCE_CLIP_SCHEMA, import_cfg.batch_rows)
+    scenes = _Writer(man / "scenes", mf.NATURAL_SCENE_SCHEMA, import_cfg.batch_rows)
+    quarantine = _Writer(man / "quarantine", mf.QUARANTINE_SCHEMA, import_cfg.batch_rows)
+
+    def reject(path: Path, kind: str, message: str) -> None:
+        report.quarantined_by_kind[kind] += 1
+        log.debug("quarantine %s: %s: %s", path, kind, message)
+        if (str(path), kind) not in already_quarantined:
+            already_quarantined.add((str(path), kind))
+            quarantine.add(mf.quarantine_row(path, IMPORT_STAGE, kind, message))
+
+    try:
+        for cand in candidates:
+            report.candidates += 1
+            try:
+                _import_one(cand, report, seen, seen_ids, sources, scenes, reject, audio_cfg, import_cfg, dataset, seed)
+            finally:
+                if progress is not None:
+                    progress(1)
+    finally:
+        # Whatever happens (even Ctrl-C), rows already validated are kept: a re-run dedupes them.
+        for writer in (sources, scenes, quarantine):
+            writer.flush()
+    report.parent_labels_removed = parent_labels_removed() if callable(parent_labels_removed) else parent_labels_removed
+    report.manifest_totals = _manifest_totals(man)
+    atomic_write_text(out / "import_report.json", json.dumps(report.to_dict(), indent=2) + "\n")
+    return report
+
+
+def _import_one(cand: Candidate, report: ImportReport, seen: set[str], seen_ids: set[str], sources: _Writer, scenes: _Writer,
+                reject: Callable[[Path, str, str], None], audio_cfg: AudioConfig, import_cfg: ImportConfig,
+                dataset: str, seed: int) -> None:
+    path = cand.path
+    if cand.problem is not None:
+        reject(path, *cand.problem)
+        return
+    if not path.exists():
+        reject(path, "missing", "file does not exist")
+        return
+    if path.is_dir():
+        reject(path, "unreadable", "is a directory")
+        return
+    if not cand.labels:
+        reject(path, "no_labels", "metadata gives this clip no labels")
+        return
+    try:
+        digest = mf.file_hash(path)
+    except OSError as exc:
+        reject(path, "unreadable", f"cannot read file: {exc}")
+        return
+    if digest in seen:
+        report.duplicate += 1
+        return
+    if cand.clip_id in seen_ids:
+        reject(path, "duplicate_id", f"clip id {cand.clip_id!r} is already in the manifest with other content (file changed since it was imported?)")
+        return
+    try:
+        info = probe(path)
+        # Validate at the native rate: the import only needs to know the file is usable, not to resample it.
+        native = audio_cfg.model_copy(update={"sample_rate": info.sample_rate})
+        audio = load_audio(path, native)
+    except AudioError as err:
+        reject(path, err.kind, err.message)
+        return
+    frames = int(audio.shape[-1])
+    duration = frames / float(info.sample_rate)
+    split = cand.split or hash_split(f"{dataset}:{cand.clip_id}", seed, import_cfg.val_fraction, import_cfg.test_fraction)
+    row = {
+        "clip_id": cand.clip_id, "path": str(path.resolve()), "sample_rate": int(info.sample_rate), "num_frames": frames,
+        "duration_s": duration, "labels": list(cand.labels), "label_ids": list(cand.label_ids),
+        "domain": clip_domain(cand.labels, import_cfg.label_domains), "split": split, "content_hash": digest,
+        "dataset": dataset,
+    }
+    seen.add(digest)
+    seen_ids.add(cand.clip_id)
+    if len(cand.labels) == 1:
+        sources.add(row)
+        report.imported_sources += 1
+        pool = "sources"
+    else:
+        row.update({"event_labels": list(cand.labels), "events": None, "caption": None, "audit_dir": None})
+        scenes.add(row)
+        report.imported_scenes += 1
+        pool = "scenes"
+    report.hours[pool] += duration
+    for label in cand.labels:
+        report.hours_per_class[pool][label] += duration
+
+
+def iter_limited(items: Iterable[Candidate], limit: int | None) -> Iterator[Candidate]:
+    """Stop after `limit` candidates (for trial imports of a huge dataset)."""
+    for i, item in enumerate(items):
+        if limit is not None and i >= limit:
+            return
+        yield item

@@ -1,0 +1,207 @@
+"""Planning and rendering at scale: `MixPlanner` (deterministic specs) and `MixStage` (indices -> shard samples).
+
+Determinism: unit u (one draw of sources, which may yield several tuples) uses
+`default_rng([seed, recipe_id, 1, u])`; tuple i's own choices (silence augmentation, query mode, prompt template)
+use `default_rng([seed, recipe_id, 0, i])`. Planning is sequential only through the reuse ledger, and it touches no
+audio (clip durations come from the manifest), so planning 10k specs takes well under a second and a resumed job
+(or a Ray replica) re-plans to exactly the same specs. Rendering a spec needs only the spec and the source files.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import numpy as np
+
+from pipelines.mixing.config import MixingConfig
+from pipelines.mixing.pool import ClipCache, PoolError, PoolExhausted, SourcePool, UsageLedger
+from pipelines.mixing.queries import choose_queries
+from pipelines.mixing.recipes import make_recipe
+from pipelines.mixing.render import RenderError, RenderedTuple, render, to_shard_sample
+from pipelines.mixing.spec import MixSpec
+from pipelines.stage import BaseStage, Batch, Resources
+from storage.audio import AudioConfig, AudioError
+from storage.configio import config_hash
+
+log = logging.getLogger("stemforge.mixing")
+
+TUPLE_STREAM = 0
+UNIT_STREAM = 1
+
+
+def make_key(recipe: str, seed: int, index: int) -> str:
+    """`<recipe>-<seed>-<index>`, zero-padded, no dots (WebDataset splits keys at dots)."""
+    if seed < 0 or index < 0:
+        raise ValueError(f"seed and index must be >= 0, got seed={seed} index={index}")
+    return f"{recipe}-{seed:06d}-{index:08d}"
+
+
+class MixPlanner:
+    """Turns (config, pool, seed) into the i-th MixSpec, reproducibly."""
+
+    def __init__(self, cfg: MixingConfig, pool: SourcePool, seed: int, sample_rate: int, recipe: str | None = None,
+                 wild: SourcePool | None = None):
+        self.cfg = cfg
+        self.pool = pool
+        self.seed = int(seed)
+        self.sample_rate = int(sample_rate)
+        self.recipe = make_recipe(recipe or cfg.recipe, cfg, pool, wild)
+        self.ledger = UsageLedger(cfg.max_uses_per_epoch)
+        self._specs: list[MixSpec] = []
+        self._unit = 0
+
+    @property
+    def epoch(self) -> int:
+        return self.ledger.epoch
+
+    def _plan_unit(self) -> None:
+        rid = self.recipe.recipe_id
+        for attempt in range(2):
+            rng = np.random.default_rng([self.seed, rid, UNIT_STREAM, self._unit])
+            try:
+                drafts = self.recipe.plan_unit(rng, self.ledger)
+                break
+            except PoolExhausted as exc:
+                if attempt == 1:
+                    raise PoolError(f"recipe {self.recipe.name}: even a fresh epoch cannot serve unit {self._unit}: {exc}") from exc
+                self.ledger.new_epoch()
+        for draft in drafts:
+            index = len(self._specs)
+            trng = np.random.default_rng([self.seed, rid, TUPLE_STREAM, index])
+            tlabels = _labels(draft.components, "target")
+            rlabels = _labels(draft.components, "residual")
+            q = choose_queries(trng, self.cfg.queries, draft.operator, tlabels, rlabels, self.pool.classes)
+            info = dict(draft.info, unit=self._unit, epoch=self.ledger.epoch)
+            self._specs.append(MixSpec(
+                key=make_key(self.recipe.name, self.seed, index), recipe=self.recipe.name, seed=self.seed, index=index,
+                sample_rate=self.sample_rate, duration_s=self.cfg.duration_s, components=draft.components,
+                operator=q.operator, prompt=q.prompt, query_mode=q.query_mode, positive_labels=q.positive_labels,
+                negative_labels=q.negative_labels, silent_target=q.silent_target, groups=draft.groups,
+                peak_limit=self.cfg.loudness.peak_limit, frame_s=self.cfg.loudness.frame_s, gate_db=self.cfg.loudness.gate_db,
+                span_params=self.cfg.spans.model_dump(),
+                info=info))
+        self._unit += 1
+
+    def spec(self, index: int) -> MixSpec:
+        if index < 0:
+            raise IndexError(f"tuple index must be >= 0, got {index}")
+        while len(self._specs) <= index:
+            self._plan_unit()
+        return self._specs[index]
+
+
+def _labels(components, role: str) -> list[str]:
+    out: list[str] = []
+    for c in components:
+        if c.role == role:
+            out.extend(label for label in c.labels if label not in out)
+    return out
+
+
+def build_pool(cfg: MixingConfig, sources: str | Path | None = None, stems_dir: str | Path | None = None) -> SourcePool:
+    """The pool a job draws from: a stems folder (multitracks) or a source_clip manifest split."""
+    if stems_dir is not None:
+        return SourcePool.from_stems_folder(stems_dir)
+    if sources is None:
+        raise PoolError("mixing needs a source manifest (--sources) or a stems folder (--stems)")
+    return SourcePool.from_manifest(sources, cfg.split)
+
+
+class MixStage(BaseStage):
+    """Batch of tuple indices -> rendered shard samples. No ray/prefect here; the engine decides where it runs.
+
+    Input batch: `{"index": int array}`. Output: `{"index", "__key__", "sample" (shard dict or None), "error" (str
+    or None)}`; a tuple whose source turned out unreadable or silent is reported, not fatal.
+    """
+
+    name = "mix"
+
+    def __init__(self, cfg: MixingConfig, seed: int, sources: str | Path | None = None, stems_dir: str | Path | None = None,
+                 audio_cfg: AudioConfig | None = None, recipe: str | None = None, scenes: str | Path | None = None):
+        super().__init__()
+        self.cfg = cfg
+        self.seed = seed
+        self.sources = sources
+        self.stems_dir = stems_dir
+        self.scenes = scenes
+        self.audio_cfg = audio_cfg or AudioConfig()
+        self.recipe_name = recipe or cfg.recipe
+        self.resources = Resources(cpus=1.0, gpus=0.0, batch_size=cfg.batch_size)
+        self.config_hash = config_hash(cfg)
+        self.planner: MixPlanner | None = None
+        self.cache: ClipCache | None = None
+
+    def setup(self) -> None:
+        if self.planner is None:
+            pool = build_pool(self.cfg, self.sources, self.stems_dir)
+            wild = SourcePool.from_scenes(self.scenes, self.cfg.split) if self.scenes is not None else None
+            self.planner = MixPlanner(self.cfg, pool, self.seed, self.audio_cfg.sample_rate, self.recipe_name, wild)
+            self.cache = ClipCache(self.audio_cfg, self.cfg.cache_clips)
+
+    def render_index(self, index: int) -> RenderedTuple:
+        self.setup()
+        assert self.planner is not None and self.cache is not None
+        return render(self.planner.spec(int(index)), self.cache, self.cfg.spans)
+
+    def __call__(self, batch: Batch) -> Batch:
+        self.setup()
+        assert self.planner is not None
+        out: Batch = {"index": [], "__key__": [], "sample": [], "error": []}
+        for index in np.asarray(batch["index"]).tolist():
+            spec = self.planner.spec(int(index))
+            out["index"].append(int(index))
+            out["__key__"].append(spec.key)
+            try:
+                rendered = render(spec, self.cache, self.cfg.spans)
+                out["sample"].append(to_shard_sample(rendered, self.config_hash))
+                out["error"].append(None)
+            except (RenderError, AudioError) as exc:
+                log.warning("skipping %s: %s", spec.key, exc)
+                out["sample"].append(None)
+                out["error"].append(str(exc))
+        return out
+
+
+def iter_samples(stage: MixStage, indices: Iterable[int], errors: list[str] | None = None) -> Iterator[dict[str, Any]]:
+    """Shard samples for `indices` in order, batch by batch (what a shard writer consumes)."""
+    batch: list[int] = []
+
+    def flush() -> Iterator[dict[str, Any]]:
+        result = stage({"index": np.asarray(batch, dtype=np.int64)})
+        for sample, error in zip(result["sample"], result["error"]):
+            if sample is not None:
+                yield sample
+            elif errors is not None:
+                errors.append(error)
+
+    for index in indices:
+        batch.append(int(index))
+        if len(batch) >= stage.resources.batch_size:
+            yield from flush()
+            batch = []
+    if batch:
+        yield from flush()
+
+
+def rerender_sample(spec_dict: dict[str, Any], audio_cfg: AudioConfig | None = None, span_cfg=None) -> RenderedTuple:
+    """Render a stored spec again from its source files (for `stemforge mix rerender` and audits)."""
+    spec = MixSpec.from_dict(spec_dict)
+    cache = ClipCache(audio_cfg or AudioConfig(sample_rate=spec.sample_rate), capacity=16)
+    return render(spec, cache, span_cfg)
+
+
+class MixSampleFactory:
+    """`factory(i) -> shard sample | None` for a shard store writer; picklable before first use (worker processes
+    each build their own planner and clip cache). Failed renders return None and are kept in `errors`."""
+
+    def __init__(self, cfg: MixingConfig, seed: int, sources: str | Path | None = None, stems_dir: str | Path | None = None,
+                 audio_cfg: AudioConfig | None = None, recipe: str | None = None, scenes: str | Path | None = None):
+        self.stage = MixStage(cfg, seed, sources, stems_dir, audio_cfg, recipe, scenes)
+        self.errors: list[str] = []
+
+    def __call__(self, index: int) -> dict[str, Any] | None:
+        result = self.stage({"index": np.asarray([index], dtype=np.int64)})
+        if result["error"][0] is not None:
+            self.errors.append(result["error"][0])
+        return result["sample"][0]

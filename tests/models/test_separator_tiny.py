@@ -1,0 +1,154 @@
+"""The `tiny` preset: size, conditioning, loss, training, checkpoints, exact resume, windowed inference."""
+from __future__ import annotations
+
+from itertools import islice
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from models.separator.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from models.separator.config import SeparatorConfig
+from models.separator.data import ShardStream, make_example, query_texts
+from models.separator.infer import Separator
+from models.separator.presets import build_model, model_hparams
+from models.separator.synthetic import synthetic_samples, write_tar_shard
+from models.separator.train import separation_loss, train_separator
+from models.text import HashTextEncoder, load_text_encoder
+
+torch.set_num_threads(1)
+SMALL = dict(width=48, segment_s=1.0, batch_size=4, steps_per_epoch=3, threads=1)
+
+
+def test_default_tiny_size_and_shapes() -> None:
+    cfg = SeparatorConfig()
+    model = build_model("tiny", model_hparams(cfg, 256))
+    n = sum(p.numel() for p in model.parameters())
+    assert 1_000_000 <= n <= 3_000_000, n
+    mix = torch.randn(2, 16000) * 0.1
+    out = model(mix, torch.randn(2, 256), torch.zeros(2, 256))
+    assert out.estimate.shape == (2, 16000) and out.gate_logit.shape == (2,)
+    with pytest.raises(ValueError, match="shape"):
+        model(mix, torch.randn(2, 256), torch.zeros(2, 128))
+
+
+def test_text_encoder_is_deterministic_and_distinct() -> None:
+    enc = HashTextEncoder(dim=64)
+    a = enc.embed(["dog barking", "dog barking", "whistle"])
+    assert torch.allclose(a[0], a[1]) and torch.allclose(a.norm(dim=1), torch.ones(3))
+    assert float(a[0] @ a[2]) < 0.5
+    assert torch.allclose(load_text_encoder("hash:64").embed(["whistle"]), a[2:3])
+    assert float(enc.embed(["dogs barking"])[0] @ a[0]) > 0.5  # shared word/trigrams
+    with pytest.raises(ValueError, match="no letters"):
+        enc.embed(["   "])
+    with pytest.raises(ValueError, match="unknown text encoder"):
+        load_text_encoder("bert")
+
+
+def test_loss_prefers_truth_and_handles_silent_targets() -> None:
+    g = torch.Generator().manual_seed(0)
+    tgt, other = torch.randn(3, 4000, generator=g), torch.randn(3, 4000, generator=g)
+    mix = tgt + other
+    silent = torch.tensor([False, False, True])
+    target = torch.where(silent[:, None], torch.zeros_like(tgt), tgt)
+    good = separation_loss(target + 0.01 * other, target, mix, silent, 0.9, -50.0)
+    bad = separation_loss(mix, target, mix, silent, 0.9, -50.0)
+    assert torch.isfinite(good).all() and torch.isfinite(bad).all()
+    assert (good < bad).all()
+    # silent target: perfectly silent output hits the -50 dB floor instead of -inf
+    floor = separation_loss(torch.zeros_like(mix), target, mix, silent, 0.9, -50.0)[2]
+    assert floor.item() == pytest.approx(-50.0, abs=0.01)
+
+
+def test_query_sides_and_silence_augmentation() -> None:
+    s = next(iter(synthetic_samples(1, seconds=1.0, seed=3)))
+    s["json"]["query_mode"] = "posneg"
+    rng = np.random.default_rng(0)
+    modes = set()
+    for _ in range(40):
+        ex = make_example(s, rng, 8000, {"pos": 0.25, "neg": 0.25, "posneg": 0.5}, 0.0, [])
+        modes.add((ex.positive is not None, ex.negative is not None))
+        assert np.abs(ex.target).max() > 0
+    assert modes == {(True, False), (False, True), (True, True)}
+    ex = make_example(s, rng, 8000, {}, 1.0, ["low hum", "whistle", "hiss", "rumble", "ticking clock", "bird chirp"])
+    assert ex.silent and not np.any(ex.target)
+    assert ex.positive not in s["json"]["target_labels"] + s["json"]["residual_labels"]
+    s["json"]["query_mode"] = "bogus"
+    with pytest.raises(ValueError, match="query_mode"):
+        query_texts(s["json"])
+
+
+def _shards(tmp: Path) -> tuple[ShardStream, list[dict]]:
+    write_tar_shard(tmp / "train" / "s-000000.tar", list(synthetic_samples(20, seconds=1.5, seed=1, silent_every=5)))
+    return ShardStream([tmp / "train"]), list(synthetic_samples(6, seconds=1.5, seed=2, silent_every=3))
+
+
+def test_training_learns_and_conditioning_matters(tmp_path: Path) -> None:
+    stream, val = _shards(tmp_path)
+    cfg = SeparatorConfig(**SMALL, max_epochs=4, lr=3e-3)
+    res = train_separator(cfg, [(stream, 1.0)], val, tmp_path / "run")
+    first, last = res.history[0], res.history[-1]
+    assert res.epochs == 4 and res.steps == 12
+    assert last["train_loss"] < first["train_loss"]
+    ck = load_checkpoint(res.best)
+    assert ck.preset == "tiny" and ck.lineage["streams"][0]["shards"] and ck.metrics["epoch"] >= 1
+    assert ck.code_version and ck.text_encoder.startswith("hash")
+    sep = Separator.load(res.best, "cpu", gate_threshold=0.0)
+    mix = val[0]["mix"][None]
+    a = sep.separate(mix, 16000, ["whistle"], [None])
+    b = sep.separate(mix, 16000, ["rumble"], [None])
+    assert np.abs(a - b).max() > 1e-5  # the query changes the output
+
+
+def test_resume_reproduces_uninterrupted_run(tmp_path: Path) -> None:
+    stream, val = _shards(tmp_path)
+    straight = train_separator(SeparatorConfig(**SMALL, max_epochs=2), [(stream, 1.0)], val, tmp_path / "a")
+    train_separator(SeparatorConfig(**SMALL, max_epochs=1), [(stream, 1.0)], val, tmp_path / "b")
+    resumed = train_separator(SeparatorConfig(**SMALL, max_epochs=2), [(stream, 1.0)], val, tmp_path / "b")
+    assert resumed.steps == straight.steps == 6
+    sa, sb = load_checkpoint(straight.last).state_dict, load_checkpoint(resumed.last).state_dict
+    for k in sa:
+        assert torch.allclose(sa[k], sb[k], atol=1e-6), k
+
+
+def test_finetune_init_and_checkpoint_validation(tmp_path: Path) -> None:
+    stream, val = _shards(tmp_path)
+    base = train_separator(SeparatorConfig(**SMALL, max_epochs=1), [(stream, 1.0)], val, tmp_path / "base")
+    tuned = train_separator(SeparatorConfig(**SMALL, max_epochs=1), [(stream, 1.0)], val, tmp_path / "ft", init=base.best)
+    assert load_checkpoint(tuned.best).lineage["init"]["path"] == str(base.best)
+    with pytest.raises(ValueError, match="preset"):
+        train_separator(SeparatorConfig(**{**SMALL, "max_epochs": 1}, preset="clapsep"), [(stream, 1.0)], val,
+                        tmp_path / "x", init=base.best)
+    ck = load_checkpoint(base.best)
+    ck.state_dict = {k: v for k, v in ck.state_dict.items() if not k.startswith("out.")}
+    save_checkpoint(tmp_path / "broken.pt", ck)
+    with pytest.raises(CheckpointError, match="broken.pt.*missing"):
+        Separator.load(tmp_path / "broken.pt", "cpu")
+    (tmp_path / "junk.pt").write_bytes(b"junk")
+    with pytest.raises(CheckpointError, match="junk.pt"):
+        load_checkpoint(tmp_path / "junk.pt")
+
+
+def test_windowed_inference_crossfade_is_seamless(tmp_path: Path) -> None:
+    """With the mask forced to 1 the separator must return its input exactly, whatever the length and windows."""
+    cfg = SeparatorConfig(width=32, presence_gate=False, segment_s=0.5)
+    model = build_model("tiny", model_hparams(cfg, 32))
+    with torch.no_grad():
+        model.out.weight.zero_()
+        model.out.bias.fill_(30.0)
+    from models.separator.checkpoint import Checkpoint, trainable_state
+
+    save_checkpoint(tmp_path / "ones.pt", Checkpoint("tiny", model.hparams, trainable_state(model), "hash:32",
+                                                     cfg.model_dump()))
+    sep = Separator.load(tmp_path / "ones.pt", "cpu")
+    rng = np.random.default_rng(0)
+    items = [0.1 * rng.standard_normal(n).astype(np.float32) for n in (3000, 8000, 20011)]
+    outs = sep.separate(items, 16000, ["a", "b", "c"], [None, None, "d"])
+    for x, y in zip(items, outs):
+        assert y.shape == x.shape and np.allclose(x, y, atol=1e-4)
+    # another input rate goes through resampling and comes back at the caller's length
+    y = sep.separate(np.stack([items[1], items[1]]), 8000, ["a", "a"])
+    assert y.shape == (2, 8000)
+    with pytest.raises(ValueError, match="positive or a negative"):
+        sep.separate([items[0]], 16000, [None], [None])
