@@ -6,7 +6,13 @@ U[-3, 10] dB, reference level -25 dB, no pitch/time augmentation; every tuple wr
 (stemforge: target/residual/mixture as 24-bit FLAC in tar shards + JSON spec + spans; Scaper: mixture + isolated
 event WAVs + JAMS). Both run in one process on one core. Scaper runs in its own venv (bench/setup_scaper.sh).
 
-Reported: tuples per second, x real time (seconds of mixture audio produced per wall-clock second), the ratio, and
+Rows: (1) stemforge end to end into the shard store (the headline: what `stemforge mix` produces), (2) stemforge
+writing the same kind of output as Scaper (mixture + stems as 32-bit WAV files + a JSON spec per tuple, plain files,
+no shards: apples to apples), (3) stemforge rendering only (no encoding, no disk), (4) Scaper; and (1b) the shard
+path with `--threads-row N` encode threads per tuple (same bytes, but more than one core: not the headline).
+
+Reported: tuples per second, x real time (seconds of mixture audio produced per wall-clock second), the ratio, the
+CPU seconds each tool used (process plus children: Scaper runs sox; robust to the load of a shared machine), and
 the sum error max|mixture - sum(stems)| of each tool's files (Scaper's users report its stems do not sum to the mix).
 
     .venv/bin/python bench/bench_mixing.py --num 100            # after: bash bench/setup_scaper.sh
@@ -35,6 +41,7 @@ import numpy as np, soundfile as sf, scaper
 warnings.filterwarnings("ignore")
 fg, bg, out, num, duration, seed, check = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), float(sys.argv[5]), int(sys.argv[6]), int(sys.argv[7])
 rng = np.random.default_rng(seed)
+cpu0 = os.times()
 start = time.perf_counter()
 for i in range(num):
     sc = scaper.Scaper(duration, fg, bg, random_state=seed * 100003 + i)
@@ -48,6 +55,8 @@ for i in range(num):
     sc.generate(base + ".wav", base + ".jams", allow_repeated_label=False, save_isolated_events=True,
                 isolated_events_path=base + "_events", disable_sox_warnings=True, disable_instantiation_warnings=True)
 elapsed = time.perf_counter() - start
+cpu1 = os.times()
+cpu = sum(cpu1[k] - cpu0[k] for k in range(4))  # user + sys, own and sox children
 errors = []
 for i in range(min(check, num)):
     base = os.path.join(out, f"sc{i:05d}")
@@ -55,7 +64,7 @@ for i in range(min(check, num)):
     events = sorted(glob.glob(os.path.join(base + "_events", "*.wav")))
     total = sum(sf.read(e, dtype="float64")[0] for e in events)
     errors.append(float(np.max(np.abs(mix - total))))
-print(json.dumps({"seconds": elapsed, "num": num, "sum_error_max": max(errors) if errors else None,
+print(json.dumps({"seconds": elapsed, "cpu_seconds": cpu, "num": num, "sum_error_max": max(errors) if errors else None,
                   "sum_error_median": float(np.median(errors)) if errors else None, "scaper": scaper.__version__}))
 '''
 
@@ -85,25 +94,40 @@ def scaper_layout(manifest: Path, split: str, root: Path, sample_rate: int) -> t
     return fg, bg.parent
 
 
-def run_stemforge(manifest: Path, out: Path, num: int, duration: float, seed: int, sample_rate: int) -> dict:
+def bench_config(duration: float, encode_threads: int = 1):
     from pipelines.mixing.config import MixingConfig
+
+    return MixingConfig(recipe="promptsep", duration_s=duration, max_uses_per_epoch=0, encode_threads=encode_threads,
+                        loudness={"ref_level_db": -25.0},
+                        promptsep={"num_events": ["randint", 2, 5], "snr_db": ["uniform", -3.0, 10.0],
+                                   "event_seconds": ["uniform", 1.0, 4.0]})
+
+
+def make_factory(manifest: Path, num: int, duration: float, seed: int, sample_rate: int, encode_threads: int = 1):
+    """A fresh factory (cold clip cache) with its specs planned: planning is part of neither tool's render loop."""
     from pipelines.mixing.job import MixSampleFactory
-    from storage.audio import AudioConfig, decode_audio
+    from storage.audio import AudioConfig
+
+    factory = MixSampleFactory(bench_config(duration, encode_threads), seed, manifest, audio_cfg=AudioConfig(sample_rate=sample_rate))
+    factory.stage.setup()
+    factory.stage.planner.spec(num - 1)
+    return factory
+
+
+def run_stemforge(manifest: Path, out: Path, num: int, duration: float, seed: int, sample_rate: int,
+                  encode_threads: int = 1, render_only: bool = True) -> dict:
+    from storage.audio import decode_audio
     from storage.shards.config import ShardConfig
     from storage.shards.store import write_store
 
-    cfg = MixingConfig(recipe="promptsep", duration_s=duration, max_uses_per_epoch=0,
-                       loudness={"ref_level_db": -25.0},
-                       promptsep={"num_events": ["randint", 2, 5], "snr_db": ["uniform", -3.0, 10.0],
-                                  "event_seconds": ["uniform", 1.0, 4.0]})
-    factory = MixSampleFactory(cfg, seed, manifest, audio_cfg=AudioConfig(sample_rate=sample_rate))
-    factory.stage.setup()
-    factory.stage.planner.spec(num - 1)  # planning is part of neither tool's render loop
+    factory = make_factory(manifest, num, duration, seed, sample_rate, encode_threads)
     if out.exists():
         shutil.rmtree(out)
+    cpu0 = time.process_time()
     start = time.perf_counter()
     manifest_json = write_store(out, factory, num, ShardConfig(max_count=64))
     elapsed = time.perf_counter() - start
+    cpu = time.process_time() - cpu0
     # sum error from the stored files
     from storage.shards.index import read_index, read_member
 
@@ -118,11 +142,51 @@ def run_stemforge(manifest: Path, out: Path, num: int, duration: float, seed: in
 
     stage = factory.stage
     t0 = time.perf_counter()
-    for i in range(num):
-        render(stage.planner.spec(i), stage.cache, cfg.spans)
-    render_s = time.perf_counter() - t0
-    return {"seconds": elapsed, "num": manifest_json["num_samples"], "render_only_seconds": render_s,
+    for i in range(num if render_only else 0):
+        render(stage.planner.spec(i), stage.cache, stage.cfg.spans)
+    render_s = time.perf_counter() - t0 if render_only else None
+    return {"seconds": elapsed, "cpu_seconds": cpu, "num": manifest_json["num_samples"], "render_only_seconds": render_s,
             "sum_error_max": max(errors), "sum_error_median": float(np.median(errors)), "errors": factory.errors[:5]}
+
+
+def run_stemforge_wav(manifest: Path, out: Path, num: int, duration: float, seed: int, sample_rate: int) -> dict:
+    """Apples to apples with Scaper's output: per tuple `<key>.wav` (mixture), `<key>_target.wav`,
+    `<key>_residual.wav` (32-bit PCM WAV, as Scaper writes) and `<key>.json` (the sample JSON with the full spec,
+    in place of Scaper's JAMS); plain file writes like Scaper's, no tar/index/fsync."""
+    from pipelines.mixing.render import RenderError, render, sample_json
+    from storage.audio import AudioError
+
+    factory = make_factory(manifest, num, duration, seed, sample_rate)
+    stage = factory.stage
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    written = 0
+    cpu0 = time.process_time()
+    start = time.perf_counter()
+    for i in range(num):
+        spec = stage.planner.spec(i)
+        try:
+            t = render(spec, stage.cache, stage.cfg.spans)
+        except (RenderError, AudioError):
+            continue
+        base = out / spec.key
+        for suffix, audio in (("", t.mixture), ("_target", t.target), ("_residual", t.residual)):
+            sf.write(f"{base}{suffix}.wav", audio, sample_rate, subtype="PCM_32")
+        (out / f"{spec.key}.json").write_text(json.dumps(sample_json(t, stage.config_hash)))
+        written += 1
+    elapsed = time.perf_counter() - start
+    cpu = time.process_time() - cpu0
+    errors = []
+    for i in range(min(20, num)):
+        base = out / stage.planner.spec(i).key
+        if not Path(f"{base}.wav").exists():
+            continue
+        mix = sf.read(f"{base}.wav", dtype="float64")[0]
+        stems = sf.read(f"{base}_target.wav", dtype="float64")[0] + sf.read(f"{base}_residual.wav", dtype="float64")[0]
+        errors.append(float(np.max(np.abs(mix - stems))))
+    return {"seconds": elapsed, "cpu_seconds": cpu, "num": written, "sum_error_max": max(errors),
+            "sum_error_median": float(np.median(errors))}
 
 
 def run_scaper(python: Path, fg: Path, bg: Path, out: Path, num: int, duration: float, seed: int, sample_rate: int) -> dict:
@@ -148,7 +212,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scaper-python", default=str(REPO / "bench" / ".venv-scaper" / "bin" / "python"))
     ap.add_argument("--out", default=str(REPO / "bench" / "out" / "mixing"))
     ap.add_argument("--skip-scaper", action="store_true")
-    ap.add_argument("--repeat", type=int, default=2, help="alternate the tools this many times; the best run of each counts")
+    ap.add_argument("--threads-row", type=int, default=3, help="also time the shard path with this many encode threads (<=1: skip)")
+    ap.add_argument("--skip-wav", action="store_true", help="skip the stemforge WAV-files row")
+    ap.add_argument("--repeat", type=int, default=3, help="alternate the rows this many times; the best run of each counts")
     args = ap.parse_args(argv)
 
     os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -163,30 +229,60 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_scaper and not python.exists():
         print(f"Scaper venv missing ({python}); run bash bench/setup_scaper.sh", file=sys.stderr)
         return 2
-    ours_runs, theirs_runs = [], []
+    ours_runs, thr_runs, wav_runs, theirs_runs = [], [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         if not args.skip_scaper:
             fg, bg = scaper_layout(manifest, args.split, Path(tmp) / "scaper_src", args.sample_rate)
-        for _ in range(max(1, args.repeat)):  # alternate so both tools see the same machine load
+        for _ in range(max(1, args.repeat)):  # alternate so all rows see the same machine load
             ours_runs.append(run_stemforge(manifest, out / "stemforge", args.num, args.duration, args.seed, args.sample_rate))
+            if args.threads_row > 1:
+                thr_runs.append(run_stemforge(manifest, out / "stemforge_threads", args.num, args.duration, args.seed,
+                                              args.sample_rate, encode_threads=args.threads_row, render_only=False))
+            if not args.skip_wav:
+                wav_runs.append(run_stemforge_wav(manifest, out / "stemforge_wav", args.num, args.duration, args.seed, args.sample_rate))
             if not args.skip_scaper:
                 theirs_runs.append(run_scaper(python, fg, bg, out / "scaper", args.num, args.duration, args.seed, args.sample_rate))
+
+    def best(runs: list[dict], key: str) -> float:
+        return min(r[key] for r in runs)
+
+    def line(label: str, runs: list[dict]) -> str:
+        sec, cpu = best(runs, "seconds"), best(runs, "cpu_seconds")
+        return (f"{label}: {runs[0]['num']} tuples in {sec:.2f} s (cpu {cpu:.2f} s) = {args.num / sec:.1f} tuples/s, "
+                f"{audio_s / sec:.0f}x real time; sum error max {runs[0]['sum_error_max']:.2e}")
+
     ours = min(ours_runs, key=lambda r: r["seconds"])
     results = {"num": args.num, "duration_s": args.duration, "sample_rate": args.sample_rate, "repeat": args.repeat,
-               "stemforge": ours, "stemforge_all_seconds": [r["seconds"] for r in ours_runs]}
-    print(f"stemforge: {ours['num']} tuples in {ours['seconds']:.2f} s = {args.num / ours['seconds']:.1f} tuples/s, "
-          f"{audio_s / ours['seconds']:.0f}x real time (render only {audio_s / ours['render_only_seconds']:.0f}x); "
-          f"sum error max {ours['sum_error_max']:.2e}")
+               "stemforge": ours, "stemforge_all_seconds": [r["seconds"] for r in ours_runs],
+               "stemforge_all_cpu_seconds": [r["cpu_seconds"] for r in ours_runs]}
+    print(line("stemforge shards (FLAC 24-bit tar + index)", ours_runs)
+          + f"; render only {audio_s / best(ours_runs, 'render_only_seconds'):.0f}x real time")
+    if thr_runs:
+        results["stemforge_threads"] = min(thr_runs, key=lambda r: r["seconds"])
+        results["stemforge_threads_all_seconds"] = [r["seconds"] for r in thr_runs]
+        print(line(f"stemforge shards, encode_threads={args.threads_row} (not one core)", thr_runs))
+    if wav_runs:
+        results["stemforge_wav"] = min(wav_runs, key=lambda r: r["seconds"])
+        results["stemforge_wav_all_seconds"] = [r["seconds"] for r in wav_runs]
+        print(line("stemforge WAV files (as Scaper writes)", wav_runs))
     if theirs_runs:
         theirs = min(theirs_runs, key=lambda r: r["seconds"])
         results["scaper"] = theirs
         results["scaper_all_seconds"] = [r["seconds"] for r in theirs_runs]
-        ratio = theirs["seconds"] / ours["seconds"]
+        results["scaper_all_cpu_seconds"] = [r["cpu_seconds"] for r in theirs_runs]
+        print(line(f"scaper {theirs['scaper']} (WAV files)", theirs_runs))
+        ratio = best(theirs_runs, "seconds") / best(ours_runs, "seconds")
         results["speedup"] = ratio
-        print(f"scaper {theirs['scaper']}: {args.num} soundscapes in {theirs['seconds']:.2f} s = "
-              f"{args.num / theirs['seconds']:.1f} tuples/s, {audio_s / theirs['seconds']:.0f}x real time; "
-              f"sum error max {theirs['sum_error_max']:.2e}")
-        print(f"speedup stemforge / scaper: {ratio:.1f}x (goal >= 10x)")
+        results["speedup_cpu"] = best(theirs_runs, "cpu_seconds") / best(ours_runs, "cpu_seconds")
+        print(f"speedup stemforge shards / scaper: {ratio:.1f}x wall, {results['speedup_cpu']:.1f}x cpu (goal >= 10x)")
+        if thr_runs:
+            results["speedup_threads"] = best(theirs_runs, "seconds") / best(thr_runs, "seconds")
+            print(f"speedup stemforge shards with {args.threads_row} encode threads / scaper: {results['speedup_threads']:.1f}x wall")
+        if wav_runs:
+            results["speedup_wav"] = best(theirs_runs, "seconds") / best(wav_runs, "seconds")
+            results["speedup_wav_cpu"] = best(theirs_runs, "cpu_seconds") / best(wav_runs, "cpu_seconds")
+            print(f"speedup stemforge WAV / scaper (apples to apples): {results['speedup_wav']:.1f}x wall, "
+                  f"{results['speedup_wav_cpu']:.1f}x cpu")
     (out / "results.json").write_text(json.dumps(results, indent=1))
     return 0
 

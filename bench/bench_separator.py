@@ -167,7 +167,7 @@ def main() -> None:
     ap.add_argument("--arms", default="remedy,baseline")
     ap.add_argument("--baseline-minutes", type=float, default=None, help="budget of the baseline arm (default: --minutes)")
     ap.add_argument("--out", type=Path, default=Path("bench_out/separator"))
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--segment", type=float, default=2.0, help="training crop seconds")
     ap.add_argument("--batch", type=int, default=16)

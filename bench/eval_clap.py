@@ -105,10 +105,14 @@ def audit_pairs(model: MiniClap, corpus: Path, sample_rate: int) -> dict[str, di
         return None
     acfg = AudioConfig(sample_rate=sample_rate, allow_silent=True)
     test_scenes = {r["clip_id"]: r["path"] for r in iter_rows(scenes_dir, columns=["clip_id", "path", "split"]) if r["split"] == "test"}
+    rows = [r for r in iter_rows(audit_dir, columns=["scene_id", "label", "path"]) if r["scene_id"] in test_scenes]
+    labels_in: dict[str, list[str]] = {}
+    for r in rows:
+        labels_in.setdefault(r["scene_id"], []).append(r["label"])
     tt, tr = [], []
-    for row in iter_rows(audit_dir, columns=["scene_id", "label", "path"]):
-        if row["scene_id"] not in test_scenes or row["label"] == "background":
-            continue
+    for row in rows:
+        if row["label"] == "background" or labels_in[row["scene_id"]].count(row["label"]) > 1:
+            continue  # a label occurring twice in a scene has no clean residual
         scene = load_audio(test_scenes[row["scene_id"]], acfg)
         stem = load_audio(row["path"], acfg)
         n = min(len(scene), len(stem))

@@ -31,4 +31,6 @@ class EngineConfig(Section):
     natural_eval_split: str = Field("test", description="held-out natural scenes evaluated against their audit stems")
     itt_max_others: int = Field(2, ge=1)
     allow_config_change: bool = Field(False, description="continue a run directory whose config hash differs")
+    scorer_steps: dict[str, int] = Field(default_factory=dict, description="run-only caps on scorer training steps: "
+                                         "clap, judge_pretrain, judge_finetune, pc (absent = the scorer section's value)")
     final_pseudo_label: bool = Field(True, description="also pseudo-label with the last separator (measures its Re-SDR; no retrain)")

@@ -65,7 +65,6 @@ def run_candidates(ws: Workspace, cfg: Any, iteration: int, corpus: dict[str, An
         DropColumns(("mixture", "residual")),
     ]
     rows = scene_rows(corpus["scenes"], list(cfg.engine.pseudo_label_splits))
-    keep_cols = ("clip_id", "path", "event_labels", "caption")
     size = cfg.engine.rows_per_batch
 
     def inputs():
@@ -76,7 +75,6 @@ def run_candidates(ws: Workspace, cfg: Any, iteration: int, corpus: dict[str, An
                 "event_labels": [list(r["event_labels"]) for r in chunk], "caption": [r.get("caption") or "" for r in chunk],
             }
 
-    del keep_cols
     executor = build_executor(cfg.engine.backend, cfg.engine.batch_sizes)
     result = executor.run(stages, inputs(), work_dir=ws.path(f"iter{iteration}", "executor"))
     pl.ledger.seen = len(rows)

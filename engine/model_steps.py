@@ -37,6 +37,21 @@ def train_separator_step(ws: Workspace, cfg: Any, name: str, streams: list[tuple
             "train_seconds": round(res.seconds, 1), "best_metrics": res.best_metrics}
 
 
+SCORER_STEP_KEYS = {"clap": ("clap", "steps"), "judge_pretrain": ("judge", "pretrain_steps"),
+                    "judge_finetune": ("judge", "finetune_steps"), "pc": ("pc", "steps")}
+
+
+def capped(cfg: Any, section: str) -> Any:
+    """The scorer section with `engine.scorer_steps` caps applied (the run's budget, not the scorer's default)."""
+    unknown = set(cfg.engine.scorer_steps) - set(SCORER_STEP_KEYS)
+    if unknown:
+        raise ValueError(f"engine.scorer_steps: unknown key(s) {sorted(unknown)}; known: {sorted(SCORER_STEP_KEYS)}")
+    sec = cfg.clap.mini if section == "clap" else getattr(cfg, section)
+    update = {field: int(cfg.engine.scorer_steps[key]) for key, (s, field) in SCORER_STEP_KEYS.items()
+              if s == section and key in cfg.engine.scorer_steps}
+    return sec.model_copy(update=update)
+
+
 def _source_pools(manifest: str, sample_rate: int, max_clips: int, seed: int):
     from models.judge.tuples import SourcePool
 
@@ -59,7 +74,7 @@ def train_judge_step(ws: Workspace, cfg: Any, sources: str) -> dict[str, Any]:
     from models.judge.features import resolve_device
     from models.judge.train import build_model, evaluate_proxy, save_judge, train_proxy_and_ratings
 
-    jc = cfg.judge
+    jc = capped(cfg, "judge")
     device = resolve_device(jc.device)
     train, held = _source_pools(sources, jc.sample_rate, jc.max_clips, jc.seed)
     texts = _label_texts(sorted(set(train.labels) | set(held.labels)))
@@ -76,7 +91,7 @@ def train_pc_step(ws: Workspace, cfg: Any, sources: str) -> dict[str, Any]:
     from models.aesthetics.train import build_model, evaluate_pc, save_pc, train_pc
     from models.judge.features import resolve_device
 
-    pc = cfg.pc
+    pc = capped(cfg, "pc")
     device = resolve_device(pc.device)
     train, held = _source_pools(sources, pc.sample_rate, pc.max_clips, pc.seed)
     model = build_model(pc)
@@ -92,7 +107,7 @@ def train_clap_step(ws: Workspace, cfg: Any, sources: str) -> dict[str, Any]:
     from models.clap.train_mini import load_clips, train_mini_clap, zero_shot_top1
     from pipelines.mixing.prompts import phrase_for
 
-    mc = cfg.clap.mini.model_copy(update={"seed": cfg.run.seed})
+    mc = capped(cfg, "clap").model_copy(update={"seed": cfg.run.seed})
     clips, skipped = load_clips(sources, mc.sample_rate, ("train",))
     phrases = {c: phrase_for(c) for c in sorted({c.label for c in clips})}
     res = train_mini_clap(clips, phrases, mc, device="cpu")

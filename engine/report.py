@@ -134,7 +134,10 @@ def write_report(root: Path, report: dict[str, Any], last_table: dict[str, np.nd
                _table(rows, ["filter", "kept", "dropped", "true_sdr_kept_db", "true_sdr_dropped_db"]),
                "\nPearson correlation of each score with true track SDR: "
                + ", ".join(f"{k} {_fmt(v)}" for k, v in payoff["correlation_with_true_sdr"].items()) + "\n"]
-    md += ["\n## Step timings (s)\n", _table([{"step": k, "seconds": round(v, 1)} for k, v in report["timings"].items()], ["step", "seconds"])]
+    cpu = report.get("cpu_timings", {})
+    md += ["\n## Step timings (wall and process CPU seconds)\n",
+           _table([{"step": k, "seconds": round(v, 1), "cpu_seconds": round(cpu.get(k, float("nan")), 1)} for k, v in report["timings"].items()],
+                  ["step", "seconds", "cpu_seconds"])]
     md += ["\n## Plots\n"] + [f"![{k}]({Path(v).name})\n" for k, v in plots.items()]
     atomic_write_text(root / "report.md", "\n".join(md))
     return {"json": str(root / "report.json"), "md": str(root / "report.md"), **plots}

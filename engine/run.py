@@ -156,6 +156,7 @@ def _run(cfg: Any, ws: Workspace, name: str, root: Path, on_step: Callable[[str]
         "synthetic": synthetic["counts"],
         "last_filter": last_filter,
         "timings": dict(ws.timings),
+        "cpu_timings": dict(ws.cpu_timings),
         "resumed_steps": list(ws.resumed_steps),
         "total_seconds": time.perf_counter() - t_start,
         "retrained_beats_bootstrap_natural": (

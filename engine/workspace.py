@@ -30,6 +30,7 @@ class Workspace:
     root: Path
     config_hash: str
     timings: dict[str, float] = field(default_factory=dict)
+    cpu_timings: dict[str, float] = field(default_factory=dict)  # process CPU time: on a shared machine wall time lies
     resumed_steps: list[str] = field(default_factory=list)
 
     @classmethod
@@ -66,14 +67,16 @@ class Workspace:
         if prev is not None:
             log.info("step %s: done (resumed)", name)
             self.timings[name] = float(prev.get("seconds", 0.0))
+            self.cpu_timings[name] = float(prev.get("cpu_seconds", 0.0))
             self.resumed_steps.append(name)
             return prev["outputs"]
         log.info("step %s: running", name)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         outputs = fn()
-        seconds = time.perf_counter() - t0
+        seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
         self.timings[name] = seconds
-        atomic_write_text(self.marker(name), json.dumps({"step": name, "seconds": round(seconds, 3), "outputs": outputs},
-                                                         indent=2, default=str))
-        log.info("step %s: finished in %.1f s", name, seconds)
+        self.cpu_timings[name] = cpu
+        atomic_write_text(self.marker(name), json.dumps({"step": name, "seconds": round(seconds, 3), "cpu_seconds": round(cpu, 3),
+                                                         "outputs": outputs}, indent=2, default=str))
+        log.info("step %s: finished in %.1f s (%.1f CPU s)", name, seconds, cpu)
         return outputs

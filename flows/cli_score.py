@@ -76,9 +76,8 @@ def score_batch(name: str, scorer: Any, samples: list[dict[str, Any]]) -> dict[s
         "pc_target": scorer.score(stack("target", idx), sr), "pc_mix": scorer.score(stack("mix", idx), sr)})
 
 
-def merge_into_table(out: Path, new: "Any") -> "Any":
+def merge_into_table(out: Path, new: Any) -> Any:
     """Join `new` (has `key`) onto an existing table at `out` by key; columns of `new` replace same-named ones."""
-    import pyarrow as pa
     import pyarrow.parquet as pq
 
     if not out.exists():
@@ -121,9 +120,11 @@ def score(cfg: Any, scorer_name: str, shards: str, out_path: str, checkpoint: st
         fail(f"{shards}: no shards found", EXIT_DATA)
     try:
         scorer, batch_size = build_scorer(scorer_name, cfg, checkpoint, device)
-    except CheckpointError as exc:
-        fail(str(exc), EXIT_DATA)
-    except (ValueError, RuntimeError, FileNotFoundError) as exc:  # missing checkpoint setting, unavailable backend
+    except (ValueError, RuntimeError, FileNotFoundError) as exc:
+        # a corrupt or foreign checkpoint (each model family has its own CheckpointError) is bad input data;
+        # a missing checkpoint setting or an unavailable backend is a usage problem
+        if isinstance(exc, CheckpointError) or type(exc).__name__ == "CheckpointError":
+            fail(str(exc), EXIT_DATA)
         fail(f"{scorer_name}: {exc}", EXIT_USAGE)
     keys: list[str] = []
     shard_col: list[str] = []

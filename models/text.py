@@ -103,8 +103,23 @@ def load_text_encoder(spec: str) -> TextEncoder:
             raise FileNotFoundError(f"{rest}: CLAP checkpoint for the text encoder does not exist")
         from models.clap.mini import MiniClap  # lazy: written by the CLAP module, heavy
 
-        return MiniClap.load(rest).text_encoder()
+        return SpecTagged(MiniClap.load(rest).text_encoder(), spec)
     raise ValueError(f"unknown text encoder spec {spec!r}: use 'hash[:dim[:seed]]' or 'clap:<checkpoint path>'")
+
+
+class SpecTagged:
+    """An encoder plus the spec string that rebuilds it, so checkpoints can record `clap:<path>`."""
+
+    def __init__(self, encoder: TextEncoder, spec: str):
+        self.encoder = encoder
+        self.dim = encoder.dim
+        self._spec = spec
+
+    def embed(self, texts: list[str]) -> torch.Tensor:
+        return self.encoder.embed(texts)
+
+    def spec(self) -> str:
+        return self._spec
 
 
 def encoder_spec(encoder: TextEncoder) -> str:

@@ -162,16 +162,27 @@ def load_audio(path: str | Path, cfg: AudioConfig | None = None, mono: bool = Tr
     return audio[0] if mono else audio
 
 
-def encode_audio(audio: np.ndarray, sample_rate: int, fmt: str = "FLAC", subtype: str | None = None) -> bytes:
-    """Encode `[frames]` or `[channels, frames]` float audio; FLAC defaults to 24-bit so tuples sum within 1e-6."""
+def encode_audio(audio: np.ndarray, sample_rate: int, fmt: str = "FLAC", subtype: str | None = None,
+                 compression_level: float | None = None) -> bytes:
+    """Encode `[frames]` or `[channels, frames]` float audio; FLAC defaults to 24-bit so tuples sum within 1e-6.
+
+    `compression_level` is libsndfile's FLAC setting in [0, 1] (0 = fastest, 1 = smallest; None = library default,
+    FLAC level 5). PCM samples outside [-1, 1] are clipped; audio already inside (every rendered tuple) is passed
+    through without the copy, which gives the same bytes.
+    """
+    if compression_level is not None and not 0.0 <= compression_level <= 1.0:
+        raise ValueError(f"compression_level must be in [0, 1] or None, got {compression_level}")
     arr = np.asarray(audio, dtype=np.float32)
     if arr.ndim == 2:
         arr = arr.T
     fmt = fmt.upper()
     if subtype is None:
         subtype = "PCM_24" if fmt == "FLAC" else "FLOAT"
+    if subtype.startswith("PCM") and arr.size and (arr.max() > 1.0 or arr.min() < -1.0):
+        arr = np.clip(arr, -1.0, 1.0)
     buf = io.BytesIO()
-    sf.write(buf, np.clip(arr, -1.0, 1.0) if subtype.startswith("PCM") else arr, sample_rate, format=fmt, subtype=subtype)
+    level = compression_level if fmt == "FLAC" else None
+    sf.write(buf, arr, sample_rate, format=fmt, subtype=subtype, compression_level=level)
     return buf.getvalue()
 
 

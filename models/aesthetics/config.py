@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from typing import Literal
 
+from pydantic import Field
+
 from storage.configio import Section
 
 
@@ -15,20 +17,20 @@ class PCConfig(Section):
     # objects; only for a file from a trusted source (the official release). Ours always load weights-only.
     trust_checkpoint: bool = False
     device: str = "auto"
-    batch_size: int = 16
+    batch_size: int = Field(16, ge=1)
     # model (mini)
     sample_rate: int = 16000
-    n_mels: int = 64
-    hop: int = 320
-    channels: int = 96
+    n_mels: int = Field(64, ge=1)
+    hop: int = Field(320, ge=1)
+    channels: int = Field(96, ge=1)
     # training (mini)
     seed: int = 0
-    clip_seconds: float = 3.0
-    train_batch: int = 24
+    clip_seconds: float = Field(3.0, gt=0.2)
+    train_batch: int = Field(24, ge=1)
     lr: float = 2e-3
-    steps: int = 400
-    max_sources: int = 4
-    background_prob: float = 0.5
+    steps: int = Field(400, ge=0)
+    max_sources: int = Field(4, ge=1)
+    background_prob: float = Field(0.5, ge=0.0, le=1.0)
     snr_db: tuple[float, float] = (-5.0, 10.0)
-    eval_mixtures: int = 400
-    max_clips: int = 600
+    eval_mixtures: int = Field(400, ge=1)
+    max_clips: int = Field(600, ge=1)

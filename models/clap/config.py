@@ -30,10 +30,11 @@ class MiniClapTrainConfig(Section):
     lr: float = Field(2e-3, gt=0.0)
     weight_decay: float = 1e-4
     mix_prob: float = Field(0.4, ge=0.0, le=1.0, description="fraction of items that are 2-3 class mixtures")
-    silence_prob: float = Field(0.05, ge=0.0, le=1.0, description="fraction of items that are near-silence")
+    silence_prob: float = Field(0.08, ge=0.0, le=1.0, description="fraction of label-free items (near-silence or ambient noise)")
+    background_prob: float = Field(0.3, ge=0.0, le=1.0, description="fraction of labelled items with a quiet noise bed added")
     gain_db: list[float] = Field(default_factory=lambda: [-20.0, 6.0])
     pos_margin: float = 0.5
-    neg_margin: float = -0.15
+    neg_margin: float = -0.2
     margin_weight: float = 1.0
     init_temperature: float = 0.07
     seed: int | None = Field(None, description="training seed (default: run.seed)")

@@ -3,9 +3,11 @@
 Batches mix three kinds of items so the cosine scale means what the SAM Audio filter assumes:
 - single clips with one of several texts for their label (label name, phrase, caption templates);
 - mixtures of 2-3 classes, paired with the joined phrases of all of them or of one (a multi-source target);
-- near-silence, which matches no text (an absent residual must score low).
-A text "matches" an audio when the text's labels are a subset of the audio's labels, "does not match" when they
-are disjoint, and partial overlaps are ignored. Loss = symmetric multi-positive InfoNCE (learnable temperature)
+- near-silence and label-free ambient noise, which match no text (an absent or ambience-only residual must score
+  low); a quiet coloured-noise bed is also added under some labelled items (natural scenes have ambience).
+A text "matches" an audio when both name exactly the same labels (the filter's target case) and "does not match"
+when the labels are disjoint (the residual case); partial overlaps (text "dog" vs dog+rain) are ignored: forcing
+them positive pulls every mixture towards the centroid of its texts, which lifts non-matching cosines above 0. Loss = symmetric multi-positive InfoNCE (learnable temperature)
 + a margin loss pushing matching cosines above `pos_margin` and non-matching below `neg_margin`; the margins
 are what make the absolute thresholds (> 0.35 target, < 0.0 residual) meaningful rather than only the ranking.
 Every random choice flows from `cfg.seed`.
@@ -96,6 +98,14 @@ def build_vocab(classes: Sequence[str], phrases: dict[str, str]) -> list[str]:
     return sorted(words)
 
 
+def colored_noise(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Unit-RMS noise with a random spectral slope between white and brown (a stand-in for room ambience)."""
+    spec = np.fft.rfft(rng.standard_normal(n))
+    f = np.maximum(np.arange(len(spec)), 1.0)
+    x = np.fft.irfft(spec * f ** (-rng.uniform(0.0, 1.0)), n)
+    return (x / (np.sqrt(np.mean(x ** 2)) + 1e-12)).astype(np.float32)
+
+
 class BatchSampler:
     """Draws (texts, audio [B, T], match matrix [B, B]) from clips; match: 1 match, 0 non-match, -1 ignore."""
 
@@ -120,9 +130,9 @@ class BatchSampler:
         r = rng.random()
         if r < cfg.silence_prob:
             text_labels = [self.classes[int(rng.integers(len(self.classes)))]]
-            level = 10 ** (rng.uniform(-90, -60) / 20)
-            audio = (rng.standard_normal(self.n) * level).astype(np.float32)
-            return text_for(text_labels, self.phrases, rng), audio, frozenset(text_labels), frozenset()
+            level_db = rng.uniform(-90, -60) if rng.random() < 0.5 else rng.uniform(-40, -15)  # silence | ambience
+            audio = colored_noise(rng, self.n) * 10 ** (level_db / 20)
+            return text_for(text_labels, self.phrases, rng), audio.astype(np.float32), frozenset(text_labels), frozenset()
         k = 1
         if r < cfg.silence_prob + cfg.mix_prob and len(self.classes) > 1:
             k = int(rng.integers(2, min(3, len(self.classes)) + 1))
@@ -132,6 +142,9 @@ class BatchSampler:
             pool = self.by_class[label]
             x = self._crop(pool[int(rng.integers(len(pool)))].audio)
             audio += x * (10 ** (rng.uniform(-6, 0) / 20) if k > 1 else 1.0)
+        if rng.random() < cfg.background_prob:
+            rms = float(np.sqrt(np.mean(audio ** 2))) + 1e-8
+            audio = audio + colored_noise(rng, self.n) * rms * 10 ** (-rng.uniform(10, 30) / 20)
         lo, hi = cfg.gain_db
         audio = audio * 10 ** (rng.uniform(lo, hi) / 20)
         peak = float(np.abs(audio).max())
@@ -147,7 +160,7 @@ class BatchSampler:
         match = torch.full((batch_size, batch_size), -1.0)
         for i, (_, _, tl, _) in enumerate(items):
             for j, (_, _, _, al) in enumerate(items):
-                if al and tl <= al:
+                if al and tl == al:
                     match[i, j] = 1.0
                 elif not (tl & al):
                     match[i, j] = 0.0

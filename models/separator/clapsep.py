@@ -225,5 +225,4 @@ class ClapSeparator(nn.Module):
         gate_logit = None
         if self.gate is not None:
             gate_logit = self.gate(torch.cat([z.mean(1)[:, : self.cfg.width], q], dim=-1)).squeeze(-1).float()
-            mask = mask * torch.sigmoid(gate_logit)[:, None, None]
         return SeparatorOutput(self.stft.inverse(spec * mask, mix.shape[-1]), gate_logit, mask)

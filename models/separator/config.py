@@ -42,7 +42,8 @@ class SeparatorConfig(Section):
     plateau_patience: int = Field(5, ge=0)
     grad_clip: float = Field(5.0, gt=0.0)
     sdr_weight: float = Field(0.9, ge=0.0, le=1.0, description="lambda in -lambda SDR - (1-lambda) SI-SDR")
-    silent_floor_db: float = Field(-50.0, description="silent-target loss floor: output energy below mixture energy + this stops counting")
+    silent_floor_db: float = Field(-30.0, description="silent-target loss floor: output energy below mixture energy + this stops counting")
+    silent_weight: float = Field(0.3, ge=0.0, description="weight of the silent-target loss relative to -SDR on present targets")
     gate_loss_weight: float = Field(1.0, ge=0.0)
     silence_aug_prob: float = Field(0.2, ge=0.0, le=1.0, description="trainer-side silence augmentation (paper: 0.05)")
     query_mix: dict[str, float] = Field(default_factory=lambda: {"pos": 0.25, "neg": 0.25, "posneg": 0.5},
@@ -54,7 +55,7 @@ class SeparatorConfig(Section):
     workers: int = Field(0, ge=0, description="DataLoader workers for torch IterableDataset streams")
     device: str = Field("auto", description="'auto', 'cpu', 'cuda', 'cuda:1'")
     amp: bool = Field(True, description="bfloat16 autocast on CUDA (ignored on CPU)")
-    threads: int = Field(2, ge=0, description="torch.set_num_threads on CPU (0 = leave torch's default)")
+    threads: int = Field(1, ge=0, description="torch.set_num_threads on CPU (0 = leave torch default); see docs/perf/separator.md")
     seed: int = 0
     # inference
     overlap: float = Field(0.25, ge=0.0, lt=1.0, description="window overlap fraction for long inputs (crossfaded)")

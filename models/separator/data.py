@@ -11,7 +11,6 @@ its own and makes the read order, and therefore resume, exactly reproducible.)
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import tarfile
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 import numpy as np
+import torch
 
 from storage.audio import decode_audio, resample
 
@@ -115,8 +115,11 @@ def in_holdout(key: str, every: int) -> bool:
     return every > 0 and int(hashlib.blake2b(key.encode(), digest_size=4).hexdigest(), 16) % every == 0
 
 
-class ShardStream:
+class ShardStream(torch.utils.data.IterableDataset):
     """A re-iterable stream over one or more shard dirs (each pass reads them again, in the same order).
+
+    As a torch IterableDataset it can feed a DataLoader with several workers: worker w reads shards w, w+n, ...,
+    and the DataLoader interleaves workers round-robin, so the order is still fixed for a given worker count.
 
     `holdout=k` drops the samples `in_holdout(key, k)`; `only_holdout=True` yields only those (the validation side).
     """
@@ -130,8 +133,12 @@ class ShardStream:
             shard_files(d)  # fail early on a bad path
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        for d in self.dirs:
-            for s in read_shard_dir(d, self.sample_rate):
+        info = torch.utils.data.get_worker_info()
+        tars = [t for d in self.dirs for t in shard_files(d)]
+        if info is not None:
+            tars = tars[info.id::info.num_workers]
+        for tar in tars:
+            for s in iter_tar(tar, self.sample_rate):
                 if self.holdout and in_holdout(s["__key__"], self.holdout) != self.only_holdout:
                     continue
                 yield s

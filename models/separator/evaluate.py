@@ -16,7 +16,7 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 
 from models import metrics as M
-from models.separator.data import query_texts, read_shard_dir, sample_vocabulary
+from models.separator.data import query_texts, read_shard_dir
 from models.separator.infer import Separator
 from storage.audio import AudioConfig, load_audio
 

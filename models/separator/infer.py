@@ -14,6 +14,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from models.separator.base import apply_gate
 from models.separator.checkpoint import Checkpoint, load_checkpoint, model_from_checkpoint
 from models.separator.train import resolve_device
 from models.text import CachedQueries, TextEncoder, load_text_encoder
@@ -82,7 +83,7 @@ class Separator:
         for i in range(0, len(windows), self.batch_size):
             mix = torch.from_numpy(windows[i:i + self.batch_size]).to(self.device)
             out = self.model(mix, pos[i:i + self.batch_size].to(self.device), neg[i:i + self.batch_size].to(self.device))
-            outs.append(out.estimate.float().cpu().numpy())
+            outs.append(apply_gate(out, self.gate_threshold).float().cpu().numpy())
             g = torch.sigmoid(out.gate_logit).cpu().numpy() if out.gate_logit is not None else np.ones(len(mix))
             gates.append(g)
         return np.concatenate(outs), np.concatenate(gates)
@@ -135,7 +136,7 @@ class Separator:
                     w[:fade] = 1.0  # nothing to fade against at the edges of the item
                 if fade > 0 and i == last:
                     w[-fade:] = 1.0
-                e = est[i] if gate[i] >= self.gate_threshold or self.gate_threshold <= 0 else np.zeros(win)
+                e = est[i]
                 seg = min(win, n - s)
                 acc[s:s + seg] += w[:seg] * e[:seg]
                 norm[s:s + seg] += w[:seg]

@@ -3,7 +3,7 @@
 Design (ClearSep's mask-on-magnitude recipe, shrunk): log-magnitude frames -> two 1-D convolutions over time
 with frequency as channels -> a bidirectional GRU -> a sigmoid mask per bin, FiLM-conditioned by the projected
 `[Qp; Qn]` query after every block. A small presence head reads the pooled trunk features and the query and predicts
-whether the queried sound is in the mixture at all; the output is scaled by that probability. The gate is the
+whether the queried sound is in the mixture at all; inference outputs silence where it says "absent". The gate is the
 remedy for absent-class queries: a mask network alone leaks a few percent of the mixture (Silence-SDR ~12 dB),
 while a gate that says "absent" silences the whole clip (see docs/perf/separator.md).
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from models.separator.base import SeparatorOutput, rms_normalise
+from models.separator.base import SeparatorOutput
 from models.separator.film import FiLM, query_vector
 from models.separator.stft import STFT
 
@@ -39,7 +39,9 @@ class TinySeparator(nn.Module):
 
     def forward(self, mix: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor) -> SeparatorOutput:
         spec = self.stft(mix)                                        # [B, F, N] complex
-        feats = torch.log(self.stft(rms_normalise(mix)).abs() + 1e-3)
+        # STFT is linear: the spectrum of the RMS-normalised mixture is spec / rms (one FFT instead of two)
+        scale = mix.float().pow(2).mean(-1).sqrt().add(1e-5)[:, None, None]
+        feats = torch.log(spec.abs() / scale + 1e-3)
         q = self.query(query_vector(positive, negative))             # [B, W]
         act = nn.functional.gelu
         h = self.films[0](self.norms[0](act(self.inp(feats))), q)
@@ -50,6 +52,5 @@ class TinySeparator(nn.Module):
         gate_logit = None
         if self.gate is not None:
             gate_logit = self.gate(torch.cat([h.mean(-1), q], dim=-1)).squeeze(-1).float()
-            mask = mask * torch.sigmoid(gate_logit)[:, None, None]
         est = self.stft.inverse(spec * mask, mix.shape[-1])
         return SeparatorOutput(estimate=est, gate_logit=gate_logit, mask=mask)

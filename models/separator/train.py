@@ -3,8 +3,9 @@
 - Loss: ClearSep eq. 5, ``-lambda SDR - (1 - lambda) SI-SDR`` (lambda 0.9, zero-mean SI-SDR as CLAPSep's code).
   SDR is undefined for an all-zero target, so silent targets (silence augmentation, absent-class SST samples) use
   an energy loss instead: ``-10 log10(|X|^2 / (|x_hat|^2 + 10^(floor/10) |X|^2))``, i.e. minus the Silence-SDR
-  with a floor (default -50 dB) so that the loss saturates instead of chasing -inf. The presence gate, when the
-  preset has one, gets a BCE loss on "target present".
+  with a floor (default -30 dB, the Silence-SDR target) so that the loss saturates instead of chasing -inf, and
+  weighted by `silent_weight` so silent examples cannot dominate present ones. The presence gate, when the preset
+  has one, is trained by a BCE loss on "target present" only (the separation loss sees the ungated mask output).
 - AdamW (0.9, 0.999), ReduceLROnPlateau(factor 0.3, patience 5) on the validation loss down to `min_lr`,
   gradient clipping, bfloat16 autocast on CUDA.
 - An epoch is `steps_per_epoch` optimiser steps; after each epoch: validation, `last.pt` (with optimiser state and
@@ -25,6 +26,7 @@ import numpy as np
 import torch
 
 from models import metrics as M
+from models.separator.base import apply_gate
 from models.separator.checkpoint import Checkpoint, load_checkpoint, model_from_checkpoint, save_checkpoint, trainable_state
 from models.separator.config import SeparatorConfig
 from models.separator.data import Example, make_example, sample_vocabulary
@@ -55,7 +57,7 @@ def resolve_device(spec: str) -> torch.device:
 
 
 def separation_loss(est: torch.Tensor, target: torch.Tensor, mix: torch.Tensor, silent: torch.Tensor,
-                    sdr_weight: float, silent_floor_db: float) -> torch.Tensor:
+                    sdr_weight: float, silent_floor_db: float, silent_weight: float = 1.0) -> torch.Tensor:
     """Per-example loss `[B]` (see module docstring); float32/float64 safe, never NaN for silent targets."""
     est = est.float()
     target = target.float()
@@ -70,7 +72,7 @@ def separation_loss(est: torch.Tensor, target: torch.Tensor, mix: torch.Tensor, 
     m_e = mix.float().pow(2).sum(-1)
     floor = 10 ** (silent_floor_db / 10)
     quiet = -10 * torch.log10((m_e + eps) / (est.pow(2).sum(-1) + floor * m_e + eps))
-    return torch.where(silent, quiet, active)
+    return torch.where(silent, silent_weight * quiet, active)
 
 
 class StreamMixer:
@@ -133,7 +135,8 @@ def _batch(examples: list[Example], queries: CachedQueries, device: torch.device
 def _step_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], cfg: SeparatorConfig, amp: bool) -> tuple[torch.Tensor, Any]:
     with torch.autocast(device_type=batch["mix"].device.type, dtype=torch.bfloat16, enabled=amp):
         out = model(batch["mix"], batch["pos"], batch["neg"])
-    loss = separation_loss(out.estimate, batch["target"], batch["mix"], batch["silent"], cfg.sdr_weight, cfg.silent_floor_db)
+    loss = separation_loss(out.estimate, batch["target"], batch["mix"], batch["silent"], cfg.sdr_weight,
+                           cfg.silent_floor_db, cfg.silent_weight)
     total = loss.mean()
     if out.gate_logit is not None and cfg.gate_loss_weight > 0:
         present = (~batch["silent"]).float()
@@ -144,14 +147,16 @@ def _step_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], cfg: Sepa
 @torch.no_grad()
 def validate(model: torch.nn.Module, val: list[Example], queries: CachedQueries, cfg: SeparatorConfig,
              device: torch.device, amp: bool) -> dict[str, float]:
-    """Mean loss, SI-SDRi / SDRi over present targets, Silence-SDR over silent ones (metrics in float64)."""
+    """Mean loss, SI-SDRi / SDRi over present targets, Silence-SDR over silent ones (metrics in float64, on the
+    output as inference produces it: hard presence gate at `gate_threshold`)."""
     model.eval()
     losses, sisdri, sdri, silence = [], [], [], []
     for i in range(0, len(val), cfg.batch_size):
         batch = _batch(val[i:i + cfg.batch_size], queries, device)
         total, out = _step_loss(model, batch, cfg, amp)
         losses.append(float(total) * len(batch["mix"]))
-        est, tgt, mix, silent = out.estimate.float().cpu(), batch["target"].cpu(), batch["mix"].cpu(), batch["silent"].cpu()
+        est = apply_gate(out, cfg.gate_threshold).float().cpu()
+        tgt, mix, silent = batch["target"].cpu(), batch["mix"].cpu(), batch["silent"].cpu()
         if (~silent).any():
             sisdri += M.si_sdri(est[~silent], tgt[~silent], mix[~silent], zero_mean=True).tolist()
             sdri += M.sdri(est[~silent], tgt[~silent], mix[~silent]).tolist()

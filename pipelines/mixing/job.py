@@ -14,6 +14,7 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 
+from pipelines.mixing.allocator import tune_allocator
 from pipelines.mixing.config import MixingConfig
 from pipelines.mixing.pool import ClipCache, PoolError, PoolExhausted, SourcePool, UsageLedger
 from pipelines.mixing.queries import choose_queries
@@ -134,6 +135,8 @@ class MixStage(BaseStage):
 
     def setup(self) -> None:
         if self.planner is None:
+            if self.cfg.tune_allocator:
+                tune_allocator()
             pool = build_pool(self.cfg, self.sources, self.stems_dir)
             wild = SourcePool.from_scenes(self.scenes, self.cfg.split) if self.scenes is not None else None
             self.planner = MixPlanner(self.cfg, pool, self.seed, self.audio_cfg.sample_rate, self.recipe_name, wild)
@@ -154,7 +157,8 @@ class MixStage(BaseStage):
             out["__key__"].append(spec.key)
             try:
                 rendered = render(spec, self.cache, self.cfg.spans)
-                out["sample"].append(to_shard_sample(rendered, self.config_hash))
+                out["sample"].append(to_shard_sample(rendered, self.config_hash, self.cfg.flac_compression_level,
+                                                     self.cfg.encode_threads))
                 out["error"].append(None)
             except (RenderError, AudioError) as exc:
                 log.warning("skipping %s: %s", spec.key, exc)

@@ -29,11 +29,19 @@ def _nonsilent_pydub(pcm: np.ndarray, sr: int, cfg: SpanConfig) -> list[list[int
 
 
 def _pcm_squares(audio: np.ndarray) -> np.ndarray:
-    """Squares of the int16 samples `to_pcm16` would produce, as float64 (exact integers), without the int16 trip."""
-    q = np.rint(np.asarray(audio, dtype=np.float64) * MAX_AMPLITUDE_16)
-    np.clip(q, -32768, 32767, out=q)
-    np.multiply(q, q, out=q)
-    return q
+    """Squares of the int16 samples `to_pcm16` would produce, as float64 (exact integers), without the int16 trip.
+
+    float32 input is scaled and rounded in float32 (scaling by 2**15 is exact, so the rounded values equal the
+    float64 ones) and widened only for the square: half the memory traffic of working in float64 throughout.
+    """
+    a = np.asarray(audio)
+    if a.dtype != np.float32:
+        a = a.astype(np.float64, copy=False)
+    q = np.multiply(a, a.dtype.type(MAX_AMPLITUDE_16))
+    np.rint(q, out=q)
+    np.minimum(q, 32767, out=q)
+    np.maximum(q, -32768, out=q)
+    return np.square(q, dtype=np.float64)
 
 
 def _silent_starts_numpy(squares: np.ndarray, sr: int, seg_len: int, cfg: SpanConfig) -> list[int]:

@@ -97,3 +97,32 @@ def test_score_errors(trained_ckpt: Path, tmp_path: Path) -> None:
     res = runner.invoke(cli, ["score", "--scorer", "clap", "--shards", str(store), "--out", str(tmp_path / "s.parquet"), "--checkpoint", str(bad), "-q"])
     assert res.exit_code == 3 and "bad.pt: not a readable" in res.output
     assert not (tmp_path / "s.parquet").exists()
+
+
+def test_score_judge_and_pc_join_into_one_table(trained_ckpt: Path, tmp_path: Path) -> None:
+    """All three scorers write into one table keyed by sample (judge/pc: helper F's mini models, untrained weights
+    saved by their own save functions, so only the plumbing is asserted, not score quality)."""
+    from flows.config import load
+    from models.aesthetics.train import build_model as build_pc_model, save_pc
+    from models.judge.train import build_model as build_judge_model, save_judge
+
+    cfg = load()
+    save_judge(tmp_path / "judge.pt", build_judge_model(cfg.judge), cfg.judge)
+    save_pc(tmp_path / "pc.pt", build_pc_model(cfg.pc), cfg.pc)
+    store = tmp_path / "shards"
+    write_store(store, Tuples(), 6)
+    table = tmp_path / "scores.parquet"
+    runner = CliRunner()
+    for name, ckpt in (("clap", trained_ckpt), ("judge", tmp_path / "judge.pt"), ("pc", tmp_path / "pc.pt")):
+        res = runner.invoke(cli, ["score", "--scorer", name, "--shards", str(store), "--out", str(table), "--checkpoint", str(ckpt),
+                                  "--device", "cpu", "-q"])
+        assert res.exit_code == 0, res.output
+    t = pq.read_table(table).to_pydict()
+    assert len(t["key"]) == 6
+    for col in ("clap_target", "judge_overall", "judge_faithfulness", "pc_target", "pc_mix"):
+        assert np.isfinite(np.array(t[col], dtype=float)).sum() >= 5, col
+    assert set(t["judge_backend"]) == {"mini"} and set(t["pc_backend"]) == {"mini"} and set(t["clap_backend"]) == {"mini"}
+    bad = tmp_path / "judge_bad.pt"
+    bad.write_bytes(b"garbage")
+    res = runner.invoke(cli, ["score", "--scorer", "judge", "--shards", str(store), "--out", str(table), "--checkpoint", str(bad), "-q"])
+    assert res.exit_code == 3 and "judge_bad.pt" in res.output

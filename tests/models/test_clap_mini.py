@@ -50,6 +50,8 @@ def test_trained_model_separates_classes(trained: tuple[Path, Path, MiniClap]) -
     mask[np.arange(len(test)), own] = False
     other = sims[mask]
     assert match.mean() > other.mean() + 0.3
+    # the margin loss puts the filter thresholds between the populations: matching high, non-matching below 0
+    assert (match > 0.3).mean() >= 0.8 and (other < 0.0).mean() >= 0.9
 
 
 def test_checkpoint_roundtrip_and_scorer(trained: tuple[Path, Path, MiniClap]) -> None:
@@ -139,3 +141,31 @@ def test_foreign_and_corrupt_checkpoints_fail_clearly(trained: tuple[Path, Path,
         MiniClap.load(unsafe)
     with pytest.raises(ValueError, match="clap.checkpoint is required"):
         build_clap(ClapConfig(backend="mini"))
+
+
+def test_batch_sampler_match_matrix_follows_label_sets() -> None:
+    from models.clap.train_mini import BatchSampler, Clip
+
+    rng = np.random.default_rng(0)
+    clips = [Clip(fx.synth(label, rng, 8000, 16000), label, f"{label}.flac") for label in fx.PHRASES for _ in range(2)]
+    cfg = MiniClapTrainConfig(crop_seconds=0.25, mix_prob=0.5, silence_prob=0.2)
+    sampler = BatchSampler(clips, fx.PHRASES, cfg, np.random.default_rng(1))
+    items = [sampler._item() for _ in range(200)]
+    texts, audio, match = sampler.sample(64)
+    assert audio.shape == (64, 4000) and len(texts) == 64 and torch.isfinite(audio).all()
+    # every kind of item occurs: single, mixture, label-free
+    kinds = {len(al) for _, _, _, al in items}
+    assert kinds == {0, 1, 2, 3}
+    for _, a, tl, al in items:
+        assert tl and (not al or tl <= al)  # a text always names labels present in its own audio (if any)
+        assert np.abs(a).max() <= 1.0
+    # match: 1 only for identical label sets, 0 for disjoint, -1 (ignored) for partial overlaps
+    sampler2 = BatchSampler(clips, fx.PHRASES, cfg, np.random.default_rng(1))
+    batch_items = [sampler2._item() for _ in range(64)]
+    sampler3 = BatchSampler(clips, fx.PHRASES, cfg, np.random.default_rng(1))
+    _, _, m = sampler3.sample(64)
+    for i, (_, _, tl, _) in enumerate(batch_items):
+        for j, (_, _, _, al) in enumerate(batch_items):
+            expected = 1.0 if (al and tl == al) else (0.0 if not (tl & al) else -1.0)
+            assert m[i, j] == expected
+    assert (m == -1).any() and (m == 1).any() and (m == 0).any()

@@ -1,7 +1,6 @@
 """The `tiny` preset: size, conditioning, loss, training, checkpoints, exact resume, windowed inference."""
 from __future__ import annotations
 
-from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -79,6 +78,28 @@ def test_query_sides_and_silence_augmentation() -> None:
         query_texts(s["json"])
 
 
+def test_overfits_a_fixed_batch() -> None:
+    """Gradient steps on one batch must drive the separation loss down a lot (the model can learn at all)."""
+    torch.manual_seed(0)
+    cfg = SeparatorConfig(width=48)
+    model = build_model("tiny", model_hparams(cfg, 32))
+    enc = HashTextEncoder(dim=32)
+    samples = list(synthetic_samples(4, seconds=1.0, seed=11))
+    mix = torch.from_numpy(np.stack([s["mix"] for s in samples]))
+    tgt = torch.from_numpy(np.stack([s["target"] for s in samples]))
+    pos = enc.embed([s["json"]["positive_text"] for s in samples])
+    silent = torch.zeros(4, dtype=torch.bool)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(25):
+        loss = separation_loss(model(mix, pos, torch.zeros_like(pos)).estimate, tgt, mix, silent, 0.9, -30.0).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0] - 3.0, losses
+
+
 def _shards(tmp: Path) -> tuple[ShardStream, list[dict]]:
     write_tar_shard(tmp / "train" / "s-000000.tar", list(synthetic_samples(20, seconds=1.5, seed=1, silent_every=5)))
     return ShardStream([tmp / "train"]), list(synthetic_samples(6, seconds=1.5, seed=2, silent_every=3))
@@ -90,7 +111,7 @@ def test_training_learns_and_conditioning_matters(tmp_path: Path) -> None:
     res = train_separator(cfg, [(stream, 1.0)], val, tmp_path / "run")
     first, last = res.history[0], res.history[-1]
     assert res.epochs == 4 and res.steps == 12
-    assert last["train_loss"] < first["train_loss"]
+    assert all(np.isfinite(h["val_loss"]) and np.isfinite(h["si_sdri"]) for h in res.history)
     ck = load_checkpoint(res.best)
     assert ck.preset == "tiny" and ck.lineage["streams"][0]["shards"] and ck.metrics["epoch"] >= 1
     assert ck.code_version and ck.text_encoder.startswith("hash")
@@ -152,3 +173,18 @@ def test_windowed_inference_crossfade_is_seamless(tmp_path: Path) -> None:
     assert y.shape == (2, 8000)
     with pytest.raises(ValueError, match="positive or a negative"):
         sep.separate([items[0]], 16000, [None], [None])
+
+
+def test_shard_stream_with_dataloader_workers(tmp_path: Path) -> None:
+    samples = list(synthetic_samples(6, seconds=0.5, seed=7))
+    write_tar_shard(tmp_path / "s" / "a-000000.tar", samples[:3])
+    write_tar_shard(tmp_path / "s" / "a-000001.tar", samples[3:])
+    stream = ShardStream([tmp_path / "s"])
+    loader = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=2)
+    keys = [s["__key__"] for s in loader]
+    assert sorted(keys) == sorted(s["__key__"] for s in samples) and len(keys) == 6
+    got = next(iter(stream))
+    assert np.allclose(got["mix"], samples[0]["mix"], atol=1e-6) and got["json"]["key"] == samples[0]["__key__"]
+    held = [s["__key__"] for s in ShardStream([tmp_path / "s"], holdout=3, only_holdout=True)]
+    rest = [s["__key__"] for s in ShardStream([tmp_path / "s"], holdout=3)]
+    assert sorted(held + rest) == sorted(keys) and not set(held) & set(rest)
