@@ -102,7 +102,7 @@ def quality_arm(name: str, sources: dict, args: argparse.Namespace, out: Path) -
     remedy = name == "remedy"
     cfg = SeparatorConfig(presence_gate=remedy, silence_aug_prob=0.2 if remedy else 0.05, segment_s=args.segment,
                           time_budget_s=args.minutes * 60, steps_per_epoch=args.steps_per_epoch, threads=args.threads,
-                          batch_size=args.batch, lr=args.lr, plateau_patience=3, device=args.device, seed=args.seed)
+                          batch_size=args.batch, lr=args.lr, plateau_patience=3, lr_schedule=args.lr_schedule, device=args.device, seed=args.seed)
     train = OnTheFlyMixtures(sources["train"], 16000, args.segment, seed=args.seed)
     val = list(OnTheFlyMixtures(sources.get("val", sources["train"]), 16000, args.segment, seed=1000 + args.seed, n=48, silent_every=4))
     t0 = time.time()
@@ -172,6 +172,7 @@ def main() -> None:
     ap.add_argument("--segment", type=float, default=2.0, help="training crop seconds")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--lr-schedule", choices=["plateau", "cosine"], default="cosine")
     ap.add_argument("--steps-per-epoch", type=int, default=40)
     ap.add_argument("--n-test", type=int, default=96)
     ap.add_argument("--seed", type=int, default=0)

@@ -33,4 +33,6 @@ class EngineConfig(Section):
     allow_config_change: bool = Field(False, description="continue a run directory whose config hash differs")
     scorer_steps: dict[str, int] = Field(default_factory=dict, description="run-only caps on scorer training steps: "
                                          "clap, judge_pretrain, judge_finetune, pc (absent = the scorer section's value)")
+    parallel_scorers: bool = Field(True, description="train the mini scorers in a second process while separator_0 "
+                                   "trains (both are single-threaded; uses the second core)")
     final_pseudo_label: bool = Field(True, description="also pseudo-label with the last separator (measures its Re-SDR; no retrain)")

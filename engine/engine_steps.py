@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import logging
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -15,7 +14,7 @@ import numpy as np
 from engine.data_steps import audit_stems, scene_rows
 from engine.executor import ExecutionResult, build_executor
 from engine.workspace import Workspace
-from pipelines.filters import ClapScoring, JudgeScoring, PCScoring, SilenceScoring, decision_stages
+from pipelines.filters import ClapScoring, JudgeScoring, PCScoring, SilenceScoring, all_rules, decision_stages
 from pipelines.filters.audit import AuditTruth, DropColumns
 from pipelines.filters.rules import rejection_counts
 from pipelines.filters.sweep import filter_payoff, in_tier, threshold_sweep
@@ -106,7 +105,7 @@ def step_filter(ws: Workspace, cfg: Any, iteration: int, corpus: dict[str, Any],
         scenes[sid] = float(re)
     re_vals = np.array(list(scenes.values()), dtype=np.float64)
     sweep = threshold_sweep(cands, cfg.filters) if n else []
-    payoff = filter_payoff(cands) if n else {"available": False}
+    payoff = filter_payoff(cands, rules=all_rules(cfg.filters)) if n else {"available": False}
     scene_count = len(scene_rows(corpus["scenes"], list(cfg.engine.pseudo_label_splits)))
     stats = {
         "iteration": iteration,
@@ -135,7 +134,7 @@ def step_filter(ws: Workspace, cfg: Any, iteration: int, corpus: dict[str, Any],
 def step_tiers(ws: Workspace, cfg: Any, iteration: int, corpus: dict[str, Any], separator: dict[str, Any],
                scorers: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Kept candidates -> WebDataset shards per tier (`iter<k>/tiers/{itt,sst}/`), scene reloaded from its file."""
-    from models.separator.checkpoint import code_version
+    from storage.version import code_version
     from pipelines.training_data import tier_sample
     from storage.configio import config_hash
     from storage.shards.store import write_store

@@ -6,7 +6,6 @@ Budgets: every trainer is capped so the demo run fits in 15 minutes on 2 cores; 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any, Iterable
 
 from engine.workspace import Workspace

@@ -131,7 +131,8 @@ def write_report(root: Path, report: dict[str, Any], last_table: dict[str, np.nd
     if payoff.get("available"):
         rows = [{"filter": k, **v} for k, v in payoff["filters"].items()]
         md += ["\n## Which filters pay off (true SDR of tracks vs audit stems)\n",
-               _table(rows, ["filter", "kept", "dropped", "true_sdr_kept_db", "true_sdr_dropped_db"]),
+               "A filter with `gating` false is disabled in this config; its row shows what its threshold *would* keep.\n\n",
+               _table(rows, ["filter", "gating", "kept", "dropped", "true_sdr_kept_db", "true_sdr_dropped_db"]),
                "\nPearson correlation of each score with true track SDR: "
                + ", ".join(f"{k} {_fmt(v)}" for k, v in payoff["correlation_with_true_sdr"].items()) + "\n"]
     cpu = report.get("cpu_timings", {})

@@ -20,6 +20,7 @@ import numpy as np
 from engine.data_steps import step_corpus, step_synthetic
 from engine.engine_steps import step_filter, step_tiers
 from engine.evaluation import evaluate_checkpoint
+from engine.parallel import SCORER_STEPS
 from engine.model_steps import train_clap_step, train_judge_step, train_pc_step, train_separator_step
 from engine.report import write_report
 from engine.workspace import RunError, Workspace
@@ -102,14 +103,33 @@ def _run(cfg: Any, ws: Workspace, name: str, root: Path, on_step: Callable[[str]
     if "train" not in synthetic["dirs"] or "val" not in synthetic["dirs"] or "test" not in synthetic["dirs"]:
         raise RunError(f"{root}: engine.synthetic_counts must render train, val and test splits")
     sr = cfg.separator.sample_rate
-    separators = [step("separator_0", lambda: train_separator_step(
-        ws, cfg, "iter0", [(ShardStream([synthetic["dirs"]["train"]], sr), 1.0)], synthetic["dirs"]["val"],
-        cfg.engine.separator_budget_s, lineage={"iteration": 0, "data": "synthetic"}))]
+    background = None
+    if cfg.engine.parallel_scorers and until is None and any(ws.done(s) is None for s in SCORER_STEPS):
+        from engine.parallel import ScorerProcess
+
+        log.info("training the scorers in a background process alongside separator_0")
+        background = ScorerProcess(cfg, root, ws.config_hash, corpus["sources"])
+    try:
+        separators = [step("separator_0", lambda: train_separator_step(
+            ws, cfg, "iter0", [(ShardStream([synthetic["dirs"]["train"]], sr), 1.0)], synthetic["dirs"]["val"],
+            cfg.engine.separator_budget_s, lineage={"iteration": 0, "data": "synthetic"}))]
+    except BaseException:
+        if background is not None:
+            background.cancel()
+        raise
+    parallel_steps: list[str] = []
+    if background is not None:
+        t_wait = time.perf_counter()
+        background.wait()
+        log.info("background scorers: waited %.1f s after separator_0", time.perf_counter() - t_wait)
+        parallel_steps = [s for s in SCORER_STEPS if s not in ws.resumed_steps]
     scorers = {
         "clap": step("scorer_clap", lambda: train_clap_step(ws, cfg, corpus["sources"])),
         "judge": step("scorer_judge", lambda: train_judge_step(ws, cfg, corpus["sources"])),
         "pc": step("scorer_pc", lambda: train_pc_step(ws, cfg, corpus["sources"])),
     }
+    if parallel_steps:  # trained by the background process in this invocation, not resumed from an earlier one
+        ws.resumed_steps[:] = [s for s in ws.resumed_steps if s not in parallel_steps]
     filters: dict[int, dict[str, Any]] = {}
     for k in range(1, cfg.run.iterations + 1):
         prev = separators[k - 1]
@@ -158,6 +178,7 @@ def _run(cfg: Any, ws: Workspace, name: str, root: Path, on_step: Callable[[str]
         "timings": dict(ws.timings),
         "cpu_timings": dict(ws.cpu_timings),
         "resumed_steps": list(ws.resumed_steps),
+        "parallel_steps": parallel_steps,
         "total_seconds": time.perf_counter() - t_start,
         "retrained_beats_bootstrap_natural": (
             None if len(iterations) < 2 or iterations[-1]["natural_sdri_db"] is None or iterations[0]["natural_sdri_db"] is None

@@ -6,6 +6,17 @@ Backends: `mini` (in-project proxy, `stemforge train pc`) and `audiobox` (local 
 from __future__ import annotations
 
 from models.aesthetics.config import PCConfig
-from models.aesthetics.scorer import MiniPCScorer, build_pc
+
+
+_LAZY = {'MiniPCScorer': 'models.aesthetics.scorer', 'build_pc': 'models.aesthetics.scorer'}
+
+
+def __getattr__(name: str):
+    """Heavy members (torch) load on first use, so reading configs (`flows.config`) stays fast."""
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = ["PCConfig", "MiniPCScorer", "build_pc"]

@@ -20,7 +20,6 @@ we format ourselves (WavLM `eval`s that string, so a checkpoint may never supply
 """
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import re
 from pathlib import Path

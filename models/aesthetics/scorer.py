@@ -7,7 +7,7 @@ import torch
 from models.aesthetics.config import PCConfig
 from models.aesthetics.mini import MiniPC
 from models.aesthetics.train import FORMAT, MODEL_KEYS, VERSION, build_model
-from models.judge.checkpoint import CheckpointError, load_checkpoint
+from models.judge.checkpoint import load_model
 from models.judge.features import as_batch, resolve_device
 
 
@@ -15,18 +15,9 @@ class MiniPCScorer:
     """`score(audios, sr) -> np [N]` on the 1-10 PC scale (proxy; < 2.5 ~ one clean source)."""
 
     def __init__(self, checkpoint: str, device: str = "auto", batch_size: int = 16):
-        if not checkpoint:
-            raise CheckpointError("<pc.checkpoint>", "no PC checkpoint configured; train one with "
-                                  "`stemforge train pc --sources MANIFEST --out CKPT` and set pc.checkpoint")
-        payload = load_checkpoint(checkpoint, FORMAT, VERSION)
-        missing = [k for k in MODEL_KEYS if k not in payload["config"]]
-        if missing:
-            raise CheckpointError(checkpoint, f"PC config lacks {missing}")
-        self.model: MiniPC = build_model(payload["config"])
-        try:
-            self.model.load_state_dict(payload["state_dict"])
-        except RuntimeError as exc:
-            raise CheckpointError(checkpoint, f"weights do not fit the PC architecture: {str(exc)[:300]}") from exc
+        model, payload = load_model(checkpoint, FORMAT, VERSION, MODEL_KEYS, build_model, "pc",
+                                    "stemforge train pc --sources MANIFEST --out CKPT", title="PC")
+        self.model: MiniPC = model
         self.device = resolve_device(device)
         self.model.to(self.device).eval()
         self.sample_rate = int(payload["config"]["sample_rate"])

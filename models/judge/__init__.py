@@ -6,7 +6,17 @@
 from __future__ import annotations
 
 from models.judge.config import JudgeConfig
-from models.judge.scorer import MiniJudgeScorer, build_judge
-from models.judge.sam_adapter import BackendUnavailable
+
+
+_LAZY = {'MiniJudgeScorer': 'models.judge.scorer', 'build_judge': 'models.judge.scorer', 'BackendUnavailable': 'models.judge.sam_adapter'}
+
+
+def __getattr__(name: str):
+    """Heavy members (torch) load on first use, so reading configs (`flows.config`) stays fast."""
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = ["JudgeConfig", "MiniJudgeScorer", "build_judge", "BackendUnavailable"]

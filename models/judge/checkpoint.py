@@ -71,3 +71,24 @@ def load_checkpoint(path: str | Path, fmt: str, max_version: int) -> dict[str, A
             raise CheckpointError(path, f"checkpoint lacks a '{key}' mapping")
     payload["sha256"] = file_sha256(path)
     return payload
+
+
+def load_model(checkpoint: str, fmt: str, max_version: int, model_keys: tuple[str, ...] | list[str],
+               build: Any, what: str, train_hint: str, title: str | None = None) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Build a mini scorer from its checkpoint: format/version checks, config keys, weights that fit.
+
+    Returns the model (eval mode, CPU) and the payload (config, meta, sha256) so every mini scorer loads the same way.
+    """
+    if not checkpoint:
+        raise CheckpointError(f"<{what}.checkpoint>", f"no {title or what} checkpoint configured; train one with "
+                              f"`{train_hint}` and set {what}.checkpoint")
+    payload = load_checkpoint(checkpoint, fmt, max_version)
+    missing = [k for k in model_keys if k not in payload["config"]]
+    if missing:
+        raise CheckpointError(checkpoint, f"{title or what} config lacks {missing}")
+    model = build(payload["config"])
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except RuntimeError as exc:
+        raise CheckpointError(checkpoint, f"weights do not fit the {title or what} architecture: {str(exc)[:300]}") from exc
+    return model.eval(), payload

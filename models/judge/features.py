@@ -10,6 +10,7 @@ import torch
 import torchaudio
 
 from storage.audio import resample
+from models.device import resolve_device  # noqa: F401  (scorers import it from here)
 
 
 class LogMel(torch.nn.Module):
@@ -51,10 +52,3 @@ def as_batch(audios: np.ndarray | list[np.ndarray], sr: int, target_sr: int, wha
     return batch
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} requested but CUDA is not available")
-    return dev

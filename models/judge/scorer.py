@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from models.judge.checkpoint import CheckpointError, load_checkpoint
+from models.judge.checkpoint import load_model
 from models.judge.config import JudgeConfig
 from models.judge.features import as_batch, resolve_device
 from models.judge.model import AXES, MiniJudge
@@ -15,18 +15,9 @@ class MiniJudgeScorer:
     """`score(mixtures, outputs, texts, sr) -> {axis: np [N]}` (1-5) with the in-project judge."""
 
     def __init__(self, checkpoint: str, device: str = "auto", batch_size: int = 16):
-        if not checkpoint:
-            raise CheckpointError("<judge.checkpoint>", "no judge checkpoint configured; train one with "
-                                  "`stemforge train judge --sources MANIFEST --out CKPT` and set judge.checkpoint")
-        payload = load_checkpoint(checkpoint, FORMAT, VERSION)
-        missing = [k for k in MODEL_KEYS if k not in payload["config"]]
-        if missing:
-            raise CheckpointError(checkpoint, f"judge config lacks {missing}")
-        self.model: MiniJudge = build_model(payload["config"])
-        try:
-            self.model.load_state_dict(payload["state_dict"])
-        except RuntimeError as exc:
-            raise CheckpointError(checkpoint, f"weights do not fit the judge architecture: {str(exc)[:300]}") from exc
+        model, payload = load_model(checkpoint, FORMAT, VERSION, MODEL_KEYS, build_model, "judge",
+                                    "stemforge train judge --sources MANIFEST --out CKPT")
+        self.model: MiniJudge = model
         self.device = resolve_device(device)
         self.model.to(self.device).eval()
         self.sample_rate = int(payload["config"]["sample_rate"])

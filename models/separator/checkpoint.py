@@ -7,8 +7,6 @@ or a truncated download must fail at load time, not as a shape error deep inside
 """
 from __future__ import annotations
 
-import functools
-import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +16,7 @@ import torch
 from torch import nn
 
 from storage.atomic import atomic_path
+from storage.version import code_version
 
 FORMAT = "stemforge-separator/1"
 REQUIRED = ("format", "preset", "hparams", "state_dict", "text_encoder", "config", "lineage", "metrics", "code_version")
@@ -27,25 +26,6 @@ class CheckpointError(ValueError):
     def __init__(self, path: str | Path, message: str):
         self.path = str(path)
         super().__init__(f"{path}: {message}")
-
-
-@functools.lru_cache(maxsize=1)
-def code_version() -> str:
-    """stemforge version plus the git short hash when running from a checkout."""
-    try:
-        from importlib.metadata import version
-
-        base = version("stemforge")
-    except Exception:
-        base = "0+unknown"
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).resolve().parent,
-                             capture_output=True, text=True, timeout=5)
-        if out.returncode == 0 and out.stdout.strip():
-            return f"{base}+g{out.stdout.strip()}"
-    except Exception:
-        pass
-    return base
 
 
 @dataclass

@@ -38,6 +38,8 @@ class SeparatorConfig(Section):
     lr: float = Field(2e-3, gt=0.0)
     min_lr: float = Field(5e-6, gt=0.0)
     weight_decay: float = 1e-2
+    lr_schedule: Literal["plateau", "cosine"] = Field("plateau", description="plateau: ClearSep's x plateau_factor on a "
+                                                      "val-loss plateau; cosine: lr -> min_lr over the time/epoch budget")
     plateau_factor: float = Field(0.3, gt=0.0, lt=1.0)
     plateau_patience: int = Field(5, ge=0)
     grad_clip: float = Field(5.0, gt=0.0)

@@ -189,7 +189,7 @@ def crop(rng: np.random.Generator, arrays: list[np.ndarray], length: int) -> lis
 
 
 def make_example(sample: dict[str, Any], rng: np.random.Generator, length: int, query_mix: dict[str, float],
-                 silence_prob: float, vocabulary: list[str]) -> Example:
+                 silence_prob: float, vocabulary: list[str], phrases: dict[str, list[str]] | None = None) -> Example:
     meta = sample["json"]
     mix, target = crop(rng, [np.asarray(sample["mix"], np.float32), np.asarray(sample["target"], np.float32)], length)
     pos, neg, mode = query_texts(meta)
@@ -212,11 +212,31 @@ def make_example(sample: dict[str, Any], rng: np.random.Generator, length: int, 
             # silence augmentation (ClearSep §3.3.1): query an absent class, the target is silence; the negative
             # side (if any) still names sounds that are present.
             pos = absent[int(rng.integers(len(absent)))]
+            forms = (phrases or {}).get(pos)
+            if forms:
+                # ask in the same forms present classes are asked in (label or the shards' phrase), so the gate
+                # cannot learn "a bare label means absent"
+                pick = int(rng.integers(len(forms) + 1))
+                pos = forms[pick - 1] if pick else pos
             target = np.zeros_like(target)
             silent = True
     if silent:
         target = np.zeros_like(target)
     return Example(mix=mix, target=target, positive=pos, negative=neg, silent=silent)
+
+
+def sample_phrases(samples: Iterable[dict[str, Any]], into: dict[str, list[str]] | None = None) -> dict[str, list[str]]:
+    """label -> the positive texts single-class samples ask for it with (e.g. "dog" -> ["a dog barking"])."""
+    out = {k: list(v) for k, v in (into or {}).items()}
+    for s in samples:
+        meta = s["json"]
+        labels, text = meta.get("positive_labels") or [], meta.get("positive_text")
+        if len(labels) == 1 and text and text != labels[0]:
+            forms = out.setdefault(str(labels[0]), [])
+            if text not in forms:
+                forms.append(str(text))
+                forms.sort()
+    return out
 
 
 def sample_vocabulary(samples: Iterable[dict[str, Any]]) -> list[str]:

@@ -29,9 +29,10 @@ from models import metrics as M
 from models.separator.base import apply_gate
 from models.separator.checkpoint import Checkpoint, load_checkpoint, model_from_checkpoint, save_checkpoint, trainable_state
 from models.separator.config import SeparatorConfig
-from models.separator.data import Example, make_example, sample_vocabulary
+from models.separator.data import Example, make_example, sample_phrases, sample_vocabulary
 from models.separator.presets import build_model, model_hparams
 from models.text import CachedQueries, TextEncoder, encoder_spec, load_text_encoder
+from models.device import resolve_device
 
 log = logging.getLogger("stemforge.separator.train")
 
@@ -45,15 +46,6 @@ class TrainResult:
     seconds: float
     history: list[dict[str, float]] = field(default_factory=list)
     best_metrics: dict[str, float] = field(default_factory=dict)
-
-
-def resolve_device(spec: str) -> torch.device:
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(spec)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"separator.device={spec!r} but CUDA is not available")
-    return dev
 
 
 def separation_loss(est: torch.Tensor, target: torch.Tensor, mix: torch.Tensor, silent: torch.Tensor,
@@ -170,6 +162,23 @@ def validate(model: torch.nn.Module, val: list[Example], queries: CachedQueries,
             "silence_sdr": float(np.mean(silence)) if silence else nan}
 
 
+def cosine_lr(cfg: SeparatorConfig, step: int, elapsed_s: float) -> float:
+    """Cosine decay from `lr` to `min_lr` over whichever budget binds first (wall time or epochs x steps).
+
+    Why: runs here are capped by wall-clock time; a plateau schedule rarely fires within a few minutes, while
+    annealing to the end of the known budget is the standard way to get the most out of a fixed budget.
+    """
+    progress = elapsed_s / cfg.time_budget_s if cfg.time_budget_s > 0 else 0.0
+    progress = max(progress, step / max(1, cfg.max_epochs * cfg.steps_per_epoch))
+    progress = min(1.0, max(0.0, progress))
+    return cfg.min_lr + (cfg.lr - cfg.min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
+    for group in opt.param_groups:
+        group["lr"] = lr
+
+
 def _configure_threads(cfg: SeparatorConfig, device: torch.device) -> None:
     if device.type == "cpu" and cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
@@ -219,6 +228,7 @@ def train_separator(cfg: SeparatorConfig, streams: Sequence[tuple[Iterable[dict[
                                                        patience=cfg.plateau_patience, min_lr=cfg.min_lr)
 
     vocab = sample_vocabulary(val_samples)
+    phrases: dict[str, list[str]] = {}
     val_rng = np.random.default_rng([cfg.seed, 1])
     val = [make_example(s, val_rng, length, {}, 0.0, vocab) for s in list(val_samples)[: cfg.val_max]]
     if not val:
@@ -231,6 +241,7 @@ def train_separator(cfg: SeparatorConfig, streams: Sequence[tuple[Iterable[dict[
         epoch, step, history = state["epoch"], state["step"], list(state["history"])
         best_loss, rng_state, consumed = state["best_loss"], state["rng"], state["consumed"]
         vocab = sorted(set(vocab) | set(state.get("vocab", [])))
+        phrases = {k: list(v) for k, v in state.get("phrases", {}).items()}
         elapsed0 = state.get("elapsed", 0.0)
         torch.set_rng_state(state["torch_rng"])
     rng = np.random.default_rng([cfg.seed, 0])
@@ -249,7 +260,7 @@ def train_separator(cfg: SeparatorConfig, streams: Sequence[tuple[Iterable[dict[
         if with_state:
             train_state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "epoch": epoch, "step": step,
                            "history": history, "best_loss": best_loss, "rng": rng.bit_generator.state,
-                           "consumed": mixer.consumed, "vocab": vocab, "elapsed": time.monotonic() - t0,
+                           "consumed": mixer.consumed, "vocab": vocab, "phrases": phrases, "elapsed": time.monotonic() - t0,
                            "torch_rng": torch.get_rng_state()}
         save_checkpoint(path, Checkpoint(preset=cfg.preset, hparams=hparams, state_dict=trainable_state(model),
                                          text_encoder=encoder_spec(encoder), config=cfg_dict, lineage=run_lineage,
@@ -262,7 +273,10 @@ def train_separator(cfg: SeparatorConfig, streams: Sequence[tuple[Iterable[dict[
             vocab_new = sample_vocabulary(samples)
             if not set(vocab_new) <= set(vocab):
                 vocab = sorted(set(vocab) | set(vocab_new))
-            examples = [make_example(s, rng, length, cfg.query_mix, cfg.silence_aug_prob, vocab) for s in samples]
+            phrases = sample_phrases(samples, phrases)
+            examples = [make_example(s, rng, length, cfg.query_mix, cfg.silence_aug_prob, vocab, phrases) for s in samples]
+            if cfg.lr_schedule == "cosine":
+                set_lr(opt, cosine_lr(cfg, step, time.monotonic() - t0))
             batch = _batch(examples, queries, device)
             total, _ = _step_loss(model, batch, cfg, amp)
             opt.zero_grad(set_to_none=True)
@@ -277,7 +291,8 @@ def train_separator(cfg: SeparatorConfig, streams: Sequence[tuple[Iterable[dict[
         metrics = validate(model, val, queries, cfg, device, amp)
         metrics.update(epoch=epoch, step=step, train_loss=float(np.mean(losses)), lr=opt.param_groups[0]["lr"],
                        elapsed_s=time.monotonic() - t0)
-        sched.step(metrics["val_loss"])
+        if cfg.lr_schedule == "plateau":
+            sched.step(metrics["val_loss"])
         history.append(metrics)
         log.info("epoch %d step %d train %.2f val %.2f SI-SDRi %.2f dB silence-SDR %.1f dB lr %.1e", epoch, step,
                  metrics["train_loss"], metrics["val_loss"], metrics["si_sdri"], metrics["silence_sdr"], metrics["lr"])

@@ -1,22 +1,55 @@
 """Candidate filters: scoring stages (call models) and decision stages (arithmetic on scores, with reasons)."""
 from __future__ import annotations
 
-from pipelines.filters.clap import ClapDecision, ClapScoring
+from typing import TYPE_CHECKING
+
 from pipelines.filters.config import FilterConfig
-from pipelines.filters.judge import JudgeDecision, JudgeScoring
-from pipelines.filters.pc import PCDecision, PCScoring
-from pipelines.filters.remix import RemixDecision
-from pipelines.filters.rules import DecisionStage, FinalDecision, Rule
-from pipelines.filters.silence import SilenceDecision, SilenceScoring
-from pipelines.stage import BaseStage
+
+if TYPE_CHECKING:
+    from pipelines.filters.rules import Rule
+    from pipelines.stage import BaseStage
+
+_LAZY = {
+    "ClapDecision": "clap", "ClapScoring": "clap", "JudgeDecision": "judge", "JudgeScoring": "judge",
+    "PCDecision": "pc", "PCScoring": "pc", "RemixDecision": "remix", "DecisionStage": "rules",
+    "FinalDecision": "rules", "Rule": "rules", "SilenceDecision": "silence", "SilenceScoring": "silence",
+}
+
+
+def __getattr__(name: str):
+    """Stages load on first use (the remix metrics pull in torch); `FilterConfig` alone stays light for configs."""
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f"pipelines.filters.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def all_rules(cfg: FilterConfig) -> list["Rule"]:
+    """Every track/scene rule with its configured threshold and enabled flag (for reports on disabled filters)."""
+    from pipelines.filters.clap import clap_rules
+    from pipelines.filters.judge import judge_rules
+    from pipelines.filters.pc import pc_rules
+    from pipelines.filters.rules import Rule
+    from pipelines.filters.silence import silence_rules
+
+    remix = Rule("remix", "re_min_db", ">", cfg.itt_min_db, "re_sdr_below_itt", enabled=cfg.remix_enabled)
+    return [remix, *clap_rules(cfg), *pc_rules(cfg), *silence_rules(cfg), *judge_rules(cfg)]
 
 
 def decision_stages(cfg: FilterConfig) -> list[BaseStage]:
     """Every decision stage in order, ending with the final keep/reason combination."""
+    from pipelines.filters.clap import ClapDecision
+    from pipelines.filters.judge import JudgeDecision
+    from pipelines.filters.pc import PCDecision
+    from pipelines.filters.remix import RemixDecision
+    from pipelines.filters.rules import FinalDecision
+    from pipelines.filters.silence import SilenceDecision
+
     return [RemixDecision(cfg), ClapDecision(cfg), PCDecision(cfg), SilenceDecision(cfg), JudgeDecision(cfg), FinalDecision()]
 
 
 __all__ = [
     "ClapDecision", "ClapScoring", "DecisionStage", "FilterConfig", "FinalDecision", "JudgeDecision", "JudgeScoring",
-    "PCDecision", "PCScoring", "RemixDecision", "Rule", "SilenceDecision", "SilenceScoring", "decision_stages",
+    "PCDecision", "PCScoring", "RemixDecision", "Rule", "SilenceDecision", "SilenceScoring", "all_rules", "decision_stages",
 ]

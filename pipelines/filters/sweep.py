@@ -1,17 +1,19 @@
 """Threshold sweep and filter pay-off analysis over a candidate table.
 
 - `threshold_sweep`: kept count and hours per judge threshold and tier, with every other enabled filter as
-  decided (ClearSep Table 9 shape: tracks/hours at 10 and 15 dB), so users can pick the threshold.
+  decided (ClearSep Table 9 shape: tracks/hours at 10 and 15 dB), so users can pick the threshold. The sweep
+  applies the judge threshold even when `judge_enabled` is false: it answers "what if the judge gated here".
 - `filter_payoff`: where audit stems give a true SDR per track (demo corpus), the mean true SDR of kept vs dropped
   tracks per filter, and the Pearson correlation of the scene Re-SDR with true track quality: which filters pay off.
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from pipelines.filters.config import FilterConfig
+from pipelines.filters.rules import Rule
 
 TIERS = ("itt", "sst")
 
@@ -53,7 +55,7 @@ def threshold_sweep(table: Mapping[str, Any], cfg: FilterConfig) -> list[dict[st
     rows = []
     for t in sorted(set(cfg.judge_sweep) | {cfg.judge_min}):
         with np.errstate(invalid="ignore"):
-            judge_ok = (judge >= t) & np.isfinite(judge) if cfg.judge_enabled else np.ones(total, dtype=bool)
+            judge_ok = (judge >= t) & np.isfinite(judge)
         for tier in TIERS:
             kept = base & judge_ok & in_tier(tiers, tier)
             rows.append({
@@ -75,15 +77,24 @@ def pearson(x: np.ndarray, y: np.ndarray) -> float | None:
     return float(np.corrcoef(x[ok], y[ok])[0, 1])
 
 
-def filter_payoff(table: Mapping[str, Any], truth_column: str = "true_sdr_db") -> dict[str, Any]:
-    """Per filter: n and mean true SDR of kept vs dropped; correlations of scores with true track quality."""
+def filter_payoff(table: Mapping[str, Any], truth_column: str = "true_sdr_db", rules: Sequence[Rule] = ()) -> dict[str, Any]:
+    """Per filter: n and mean true SDR of kept vs dropped; correlations of scores with true track quality.
+
+    A disabled rule keeps everything in the table; when `rules` are given, its row shows what it *would* have kept
+    (its threshold applied to its recorded score) with `gating: false`, so a user can see whether to enable it.
+    """
     truth = np.asarray(_col(table, truth_column), dtype=np.float64)
     if not np.isfinite(truth).any():
         return {"available": False}
+    by_name = {r.name: r for r in rules}
     filters: dict[str, Any] = {}
     for key in sorted(k for k in table if k.startswith("keep_") or k == "keep"):
         keep = np.asarray(table[key], dtype=bool)
         name = "all" if key == "keep" else key[len("keep_"):]
+        rule = by_name.get(name)
+        gating = rule.enabled if rule is not None else True
+        if rule is not None and not rule.enabled and rule.column in table:
+            keep, _ = rule.apply(np.asarray(table[rule.column], dtype=np.float64))
         kept_vals = truth[keep & np.isfinite(truth)]
         drop_vals = truth[~keep & np.isfinite(truth)]
         filters[name] = {
@@ -91,6 +102,7 @@ def filter_payoff(table: Mapping[str, Any], truth_column: str = "true_sdr_db") -
             "dropped": int((~keep).sum()),
             "true_sdr_kept_db": float(kept_vals.mean()) if kept_vals.size else None,
             "true_sdr_dropped_db": float(drop_vals.mean()) if drop_vals.size else None,
+            "gating": gating,
         }
     correlations = {}
     for score in ("re_sdr_db", "re_sisdr_db", "clap_target", "clap_residual", "pc_target", "silence_ratio", "judge_overall"):

@@ -9,12 +9,9 @@ Invariants (tested):
 """
 from __future__ import annotations
 
-import functools
 import os
-import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -25,6 +22,7 @@ from pipelines.mixing.prompts import query_text
 from pipelines.mixing.spans import detect_spans
 from pipelines.mixing.spec import MixSpec
 from storage.audio import encode_audio
+from storage.version import code_version
 
 ClipLoader = Callable[[str, int], np.ndarray]
 
@@ -122,24 +120,6 @@ def render(spec: MixSpec, loader: ClipLoader, span_cfg: SpanConfig | None = None
     spans = detect_spans(target32, sr, span_cfg) if not spec.silent_target else []
     components = [_full(onset, piece, total) for onset, piece in segments] if keep_components else []
     return RenderedTuple(spec, mixture32, target32, residual32, spans, float(scale), components)
-
-
-@functools.lru_cache(maxsize=1)
-def code_version() -> str:
-    """stemforge version plus the git short hash when the code runs from a checkout."""
-    try:
-        from importlib.metadata import version
-
-        base = version("stemforge")
-    except Exception:
-        base = "0+unknown"
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).resolve().parent, capture_output=True, text=True, timeout=5)
-        if out.returncode == 0 and out.stdout.strip():
-            return f"{base}+g{out.stdout.strip()}"
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return base
 
 
 def sample_json(t: RenderedTuple, config_hash: str = "") -> dict[str, Any]:

@@ -109,7 +109,6 @@ def test_training_learns_and_conditioning_matters(tmp_path: Path) -> None:
     stream, val = _shards(tmp_path)
     cfg = SeparatorConfig(**SMALL, max_epochs=4, lr=3e-3)
     res = train_separator(cfg, [(stream, 1.0)], val, tmp_path / "run")
-    first, last = res.history[0], res.history[-1]
     assert res.epochs == 4 and res.steps == 12
     assert all(np.isfinite(h["val_loss"]) and np.isfinite(h["si_sdri"]) for h in res.history)
     ck = load_checkpoint(res.best)
@@ -188,3 +187,33 @@ def test_shard_stream_with_dataloader_workers(tmp_path: Path) -> None:
     held = [s["__key__"] for s in ShardStream([tmp_path / "s"], holdout=3, only_holdout=True)]
     rest = [s["__key__"] for s in ShardStream([tmp_path / "s"], holdout=3)]
     assert sorted(held + rest) == sorted(keys) and not set(held) & set(rest)
+
+
+def test_cosine_schedule_anneals_over_the_binding_budget() -> None:
+    from models.separator.train import cosine_lr
+
+    cfg = SeparatorConfig(lr=1e-3, min_lr=1e-5, time_budget_s=100.0, max_epochs=10, steps_per_epoch=10,
+                          lr_schedule="cosine")
+    assert cosine_lr(cfg, 0, 0.0) == pytest.approx(1e-3)
+    assert cosine_lr(cfg, 0, 50.0) == pytest.approx((1e-3 + 1e-5) / 2)     # half the wall-clock budget
+    assert cosine_lr(cfg, 50, 1.0) == pytest.approx((1e-3 + 1e-5) / 2)     # half the step budget binds first
+    assert cosine_lr(cfg, 0, 500.0) == pytest.approx(1e-5)                   # past the budget: floor
+    lrs = [cosine_lr(cfg, s, 0.0) for s in range(0, 101, 10)]
+    assert lrs == sorted(lrs, reverse=True)
+    with pytest.raises(ValueError):
+        SeparatorConfig(lr_schedule="linear")
+
+
+def test_absent_queries_use_the_phrases_present_queries_use() -> None:
+    """Silence augmentation must not teach the gate that a bare label means "absent" when shards ask in phrases."""
+    from models.separator.data import sample_phrases
+
+    s = next(iter(synthetic_samples(1, seconds=1.0, seed=3)))
+    present = set(s["json"]["target_labels"] + s["json"]["residual_labels"])
+    other = {"json": {"positive_labels": ["thunder"], "positive_text": "distant thunder rolling"}}
+    multi = {"json": {"positive_labels": ["thunder", "hiss"], "positive_text": "distant thunder rolling, a hiss"}}
+    phrases = sample_phrases([other, multi, other])
+    assert phrases == {"thunder": ["distant thunder rolling"]}   # multi-class texts are not a class's phrase
+    rng = np.random.default_rng(0)
+    asked = {make_example(s, rng, 8000, {}, 1.0, ["thunder"], phrases).positive for _ in range(40)}
+    assert asked == {"thunder", "distant thunder rolling"} and not asked & present

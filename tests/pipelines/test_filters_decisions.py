@@ -160,3 +160,27 @@ def test_filter_payoff_compares_true_sdr_of_kept_and_dropped():
     assert pay["filters"]["remix"]["true_sdr_dropped_db"] == pytest.approx(0.5)
     assert pay["correlation_with_true_sdr"]["re_sdr_db"] > 0.5
     assert filter_payoff({"keep": np.array([True])}) == {"available": False}
+
+
+def test_disabled_filters_never_drop_but_report_what_they_would_keep():
+    from pipelines.filters import all_rules
+
+    cfg = FilterConfig(judge_enabled=False, clap_target_enabled=False)
+    table = _decide(_candidates(), cfg)
+    assert list(table["keep_judge"]) == [True] * 6 and list(table["keep_clap_target"]) == [True] * 6
+    assert list(table["keep"]) == [True, True, True, True, False, False]  # only remix drops now
+    pay = filter_payoff(table, rules=all_rules(cfg))
+    judge, clap = pay["filters"]["judge"], pay["filters"]["clap_target"]
+    assert judge["gating"] is False and clap["gating"] is False and pay["filters"]["remix"]["gating"] is True
+    # judge >= 4.0 would keep c0, c1, c3, c4, c5 (true SDR 12, 3, 9, 1, 0) and drop c2 (8)
+    assert (judge["kept"], judge["dropped"]) == (5, 1)
+    assert judge["true_sdr_kept_db"] == pytest.approx(5.0) and judge["true_sdr_dropped_db"] == pytest.approx(8.0)
+    assert (clap["kept"], clap["dropped"]) == (5, 1)
+    # without the rules the report can only show the (non-)decision
+    assert filter_payoff(table)["filters"]["judge"]["kept"] == 6
+
+
+def test_sweep_applies_judge_thresholds_even_when_the_judge_does_not_gate():
+    cfg = FilterConfig(judge_enabled=False)
+    rows = {(r["judge_threshold"], r["tier"]): r["kept"] for r in threshold_sweep(_decide(_candidates(), cfg), cfg)}
+    assert rows[(3.8, "itt")] == 3 and rows[(4.6, "itt")] == 0

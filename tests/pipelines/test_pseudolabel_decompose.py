@@ -10,7 +10,7 @@ import pytest
 
 from engine.executor import InProcessExecutor
 from pipelines.mixing.prompts import phrase_for
-from pipelines.pseudolabel.candidates import Variant, best_variant, rerank_score, separate_queries, variants
+from pipelines.pseudolabel.candidates import Variant, best_variant, rerank_score, variants
 from pipelines.pseudolabel.config import PseudoLabelConfig
 from pipelines.pseudolabel.decompose import exclusive_labels, label_queries
 from pipelines.pseudolabel.prompted import prompt_queries, split_caption
