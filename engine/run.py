@@ -103,7 +103,15 @@ def _run(cfg: Any, ws: Workspace, name: str, root: Path, on_step: Callable[[str]
     if "train" not in synthetic["dirs"] or "val" not in synthetic["dirs"] or "test" not in synthetic["dirs"]:
         raise RunError(f"{root}: engine.synthetic_counts must render train, val and test splits")
     sr = cfg.separator.sample_rate
+    clap: dict[str, Any] | None = None
+    if cfg.engine.separator_queries == "run_clap":
+        # the separators ask their queries through the run's own CLAP text tower (issue: "the in-project CLAP for
+        # the default"), so CLAP trains first; judge and PC still train alongside separator_0
+        clap = step("scorer_clap", lambda: train_clap_step(ws, cfg, corpus["sources"]))
+        cfg = cfg.model_copy(update={"separator": cfg.separator.model_copy(
+            update={"text_encoder": f"clap:{clap['checkpoint']}"})})
     background = None
+    foreground = set(ws.timings)  # steps this process ran or resumed before the background process starts
     if cfg.engine.parallel_scorers and until is None and any(ws.done(s) is None for s in SCORER_STEPS):
         from engine.parallel import ScorerProcess
 
@@ -122,9 +130,9 @@ def _run(cfg: Any, ws: Workspace, name: str, root: Path, on_step: Callable[[str]
         t_wait = time.perf_counter()
         background.wait()
         log.info("background scorers: waited %.1f s after separator_0", time.perf_counter() - t_wait)
-        parallel_steps = [s for s in SCORER_STEPS if s not in ws.resumed_steps]
+        parallel_steps = [s for s in SCORER_STEPS if s not in foreground and s not in ws.resumed_steps]
     scorers = {
-        "clap": step("scorer_clap", lambda: train_clap_step(ws, cfg, corpus["sources"])),
+        "clap": clap if clap is not None else step("scorer_clap", lambda: train_clap_step(ws, cfg, corpus["sources"])),
         "judge": step("scorer_judge", lambda: train_judge_step(ws, cfg, corpus["sources"])),
         "pc": step("scorer_pc", lambda: train_pc_step(ws, cfg, corpus["sources"])),
     }

@@ -41,7 +41,13 @@ def test_run_end_to_end_reports_every_iteration_and_resumes(tmp_path):
     for it in report["iterations"]:
         assert all(k in it for k in keys), sorted(set(keys) - set(it))
         assert it["candidates"] > 0 and it["natural_sdri_db"] is not None
-    assert set(report["parallel_steps"]) == {"scorer_clap", "scorer_judge", "scorer_pc"}
+    # the run's CLAP trains first (its text tower embeds the separators' queries); judge and PC train alongside
+    assert cfg.engine.separator_queries == "run_clap"
+    assert set(report["parallel_steps"]) == {"scorer_judge", "scorer_pc"}
+    from models.separator.checkpoint import load_checkpoint
+
+    ck = load_checkpoint(report["iterations"][1]["separator_checkpoint"])
+    assert ck.text_encoder == f"clap:{report['scorers']['clap']['checkpoint']}"
     assert report["resumed_steps"] == []
     for name in ("report.json", "report.md", "plot_sdri.png", "plot_scores.png", "plot_sweep.png"):
         assert (root / name).is_file(), name
