@@ -34,7 +34,7 @@ class EngineConfig(Section):
     scorer_steps: dict[str, int] = Field(default_factory=dict, description="run-only caps on scorer training steps: "
                                          "clap, judge_pretrain, judge_finetune, pc (absent = the scorer section's value)")
     separator_queries: Literal["config", "run_clap"] = Field(
-        "run_clap", description="run_clap: train the run's mini CLAP first and embed the separators' queries with its "
+        "config", description="run_clap: train the run's mini CLAP first and embed the separators' queries with its "
         "text tower (clap:<checkpoint>); config: use separator.text_encoder as given (e.g. hash)")
     parallel_scorers: bool = Field(True, description="train the mini scorers in a second process while separator_0 "
                                    "trains (both are single-threaded; uses the second core)")

@@ -25,6 +25,7 @@ OVERRIDES = [
     "separator.batch_size=4",
     "separator.val_max=4",
     "judge.max_clips=24",
+    "engine.separator_queries=run_clap",
     "pc.max_clips=24",
 ]
 
