@@ -65,7 +65,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not path.is_file():
         raise CheckpointError(path, "separator checkpoint does not exist")
     try:
-        raw = torch.load(path, map_location=map_location, weights_only=False)
+        raw = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # truncated / not a torch file
         raise CheckpointError(path, f"not a readable separator checkpoint ({type(exc).__name__}: {exc})") from exc
     if not isinstance(raw, dict) or raw.get("format") != FORMAT:
