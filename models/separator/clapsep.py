@@ -119,19 +119,11 @@ def _audio_cfg() -> types.SimpleNamespace:
 
 def load_clap_audio_weights(encoder: nn.Module, path: str | Path) -> None:
     """Copy the audio branch of a LAION-CLAP checkpoint (630k-best.pt format) into `encoder`."""
+    from models.clap.laion import read_laion_state_dict  # the CLAP backend's safe (weights_only) reader
+
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: CLAP checkpoint does not exist")
-    raw = torch.load(path, map_location="cpu", weights_only=False)
-    state = raw.get("state_dict", raw) if isinstance(raw, dict) else None
-    if not isinstance(state, dict):
-        raise ValueError(f"{path}: not a CLAP checkpoint (no state_dict)")
-    prefix_options = ("module.audio_branch.", "audio_branch.")
-    audio = {}
-    for k, v in state.items():
-        for pre in prefix_options:
-            if k.startswith(pre):
-                audio[k[len(pre):]] = v
+    state = read_laion_state_dict(path)  # `module.` already stripped, checked to hold audio and text branches
+    audio = {k[len("audio_branch."):]: v for k, v in state.items() if k.startswith("audio_branch.")}
     if not audio:
         raise ValueError(f"{path}: no audio_branch.* weights found")
     own = encoder.state_dict()
