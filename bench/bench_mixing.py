@@ -8,8 +8,10 @@ event WAVs + JAMS). Both run in one process on one core. Scaper runs in its own 
 
 Rows: (1) stemforge end to end into the shard store (the headline: what `stemforge mix` produces), (2) stemforge
 writing the same kind of output as Scaper (mixture + stems as 32-bit WAV files + a JSON spec per tuple, plain files,
-no shards: apples to apples), (3) stemforge rendering only (no encoding, no disk), (4) Scaper; and (1b) the shard
-path with `--threads-row N` encode threads per tuple (same bytes, but more than one core: not the headline).
+no shards: apples to apples), (3) stemforge rendering only (no encoding, no disk, cold clip cache), (4) Scaper,
+(4b) Scaper rendering only (`generate(None, None)`: mixture and event arrays in memory, nothing written; compared
+with row 3); and (1b) the shard path with `--threads-row N` encode threads per tuple (same bytes, but more than one
+core: not the headline).
 
 Reported: tuples per second, x real time (seconds of mixture audio produced per wall-clock second), the ratio, the
 CPU seconds each tool used (process plus children: Scaper runs sox; robust to the load of a shared machine), and
@@ -40,6 +42,8 @@ import json, sys, time, glob, os, warnings
 import numpy as np, soundfile as sf, scaper
 warnings.filterwarnings("ignore")
 fg, bg, out, num, duration, seed, check = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), float(sys.argv[5]), int(sys.argv[6]), int(sys.argv[7])
+in_memory = len(sys.argv) > 8 and sys.argv[8] == "memory"
+errors = []
 rng = np.random.default_rng(seed)
 cpu0 = os.times()
 start = time.perf_counter()
@@ -52,13 +56,18 @@ for i in range(num):
                      event_time=("uniform", 0, duration - 4.0), event_duration=("uniform", 1.0, 4.0),
                      snr=("uniform", -3, 10), pitch_shift=None, time_stretch=None)
     base = os.path.join(out, f"sc{i:05d}")
+    if in_memory:  # render only: mixture and isolated events returned as arrays, nothing written
+        mix, _, _, events = sc.generate(None, None, allow_repeated_label=False, save_isolated_events=False,
+                                        disable_sox_warnings=True, disable_instantiation_warnings=True)
+        if i < check:
+            errors.append(float(np.max(np.abs(mix - sum(events)))))
+        continue
     sc.generate(base + ".wav", base + ".jams", allow_repeated_label=False, save_isolated_events=True,
                 isolated_events_path=base + "_events", disable_sox_warnings=True, disable_instantiation_warnings=True)
 elapsed = time.perf_counter() - start
 cpu1 = os.times()
 cpu = sum(cpu1[k] - cpu0[k] for k in range(4))  # user + sys, own and sox children
-errors = []
-for i in range(min(check, num)):
+for i in range(0 if in_memory else min(check, num)):
     base = os.path.join(out, f"sc{i:05d}")
     mix, _ = sf.read(base + ".wav", dtype="float64")
     events = sorted(glob.glob(os.path.join(base + "_events", "*.wav")))
@@ -140,7 +149,8 @@ def run_stemforge(manifest: Path, out: Path, num: int, duration: float, seed: in
     # render-only timing (no encoding, no disk) for the breakdown
     from pipelines.mixing.render import render
 
-    stage = factory.stage
+    # a fresh factory: cold clip cache, like Scaper's in-memory row, which reads every event's file
+    stage = make_factory(manifest, num, duration, seed, sample_rate).stage if render_only else factory.stage
     t0 = time.perf_counter()
     for i in range(num if render_only else 0):
         render(stage.planner.spec(i), stage.cache, stage.cfg.spans)
@@ -189,12 +199,14 @@ def run_stemforge_wav(manifest: Path, out: Path, num: int, duration: float, seed
             "sum_error_median": float(np.median(errors))}
 
 
-def run_scaper(python: Path, fg: Path, bg: Path, out: Path, num: int, duration: float, seed: int, sample_rate: int) -> dict:
+def run_scaper(python: Path, fg: Path, bg: Path, out: Path, num: int, duration: float, seed: int, sample_rate: int,
+               in_memory: bool = False) -> dict:
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
     env = dict(os.environ, BENCH_SR=str(sample_rate), OMP_NUM_THREADS="1")
-    proc = subprocess.run([str(python), "-c", SCAPER_SCRIPT, str(fg), str(bg), str(out), str(num), str(duration), str(seed), "20"],
+    proc = subprocess.run([str(python), "-c", SCAPER_SCRIPT, str(fg), str(bg), str(out), str(num), str(duration), str(seed), "20",
+                           "memory" if in_memory else "files"],
                           capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         raise RuntimeError(f"Scaper run failed (rc={proc.returncode}):\n{proc.stderr[-3000:]}")
@@ -229,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_scaper and not python.exists():
         print(f"Scaper venv missing ({python}); run bash bench/setup_scaper.sh", file=sys.stderr)
         return 2
-    ours_runs, thr_runs, wav_runs, theirs_runs = [], [], [], []
+    ours_runs, thr_runs, wav_runs, theirs_runs, theirs_mem_runs = [], [], [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         if not args.skip_scaper:
             fg, bg = scaper_layout(manifest, args.split, Path(tmp) / "scaper_src", args.sample_rate)
@@ -242,6 +254,8 @@ def main(argv: list[str] | None = None) -> int:
                 wav_runs.append(run_stemforge_wav(manifest, out / "stemforge_wav", args.num, args.duration, args.seed, args.sample_rate))
             if not args.skip_scaper:
                 theirs_runs.append(run_scaper(python, fg, bg, out / "scaper", args.num, args.duration, args.seed, args.sample_rate))
+                theirs_mem_runs.append(run_scaper(python, fg, bg, out / "scaper_mem", args.num, args.duration, args.seed,
+                                                  args.sample_rate, in_memory=True))
 
     def best(runs: list[dict], key: str) -> float:
         return min(r[key] for r in runs)
@@ -283,6 +297,13 @@ def main(argv: list[str] | None = None) -> int:
             results["speedup_wav_cpu"] = best(theirs_runs, "cpu_seconds") / best(wav_runs, "cpu_seconds")
             print(f"speedup stemforge WAV / scaper (apples to apples): {results['speedup_wav']:.1f}x wall, "
                   f"{results['speedup_wav_cpu']:.1f}x cpu")
+    if theirs_mem_runs:
+        results["scaper_render_only"] = min(theirs_mem_runs, key=lambda r: r["seconds"])
+        mem_s, ours_render_s = best(theirs_mem_runs, "seconds"), best(ours_runs, "render_only_seconds")
+        results["speedup_render_only"] = mem_s / ours_render_s
+        print(f"render only (in memory, nothing written; cold clip cache): stemforge {ours_render_s:.2f} s, "
+              f"scaper {mem_s:.2f} s (cpu {best(theirs_mem_runs, 'cpu_seconds'):.2f} s; sum error max "
+              f"{results['scaper_render_only']['sum_error_max']:.2e}) = {results['speedup_render_only']:.1f}x")
     (out / "results.json").write_text(json.dumps(results, indent=1))
     return 0
 

@@ -101,7 +101,8 @@ def quality_arm(name: str, sources: dict, args: argparse.Namespace, out: Path) -
 
     remedy = name == "remedy"
     cfg = SeparatorConfig(presence_gate=remedy, silence_aug_prob=0.2 if remedy else 0.05, segment_s=args.segment,
-                          time_budget_s=args.minutes * 60, steps_per_epoch=args.steps_per_epoch, threads=args.threads,
+                          time_budget_s=args.minutes * 60, steps_per_epoch=args.steps_per_epoch, threads=args.threads, grad_threads=args.grad_threads,
+                          gru_stride=args.gru_stride, gru_layers=args.gru_layers, width=args.width, n_fft=args.n_fft, hop=args.hop,
                           batch_size=args.batch, lr=args.lr, plateau_patience=3, lr_schedule=args.lr_schedule, device=args.device, seed=args.seed)
     train = OnTheFlyMixtures(sources["train"], 16000, args.segment, seed=args.seed)
     val = list(OnTheFlyMixtures(sources.get("val", sources["train"]), 16000, args.segment, seed=1000 + args.seed, n=48, silent_every=4))
@@ -113,7 +114,7 @@ def quality_arm(name: str, sources: dict, args: argparse.Namespace, out: Path) -
                       set(s["json"]["target_labels"] + s["json"]["residual_labels"]), False) for s in test]
     report: dict[str, Any] = {"arm": name, "train_seconds": round(train_s, 1), "epochs": res.epochs, "steps": res.steps,
                               "history_tail": res.history[-3:]}
-    for thr in ([0.5, 0.0] if remedy else [0.0]):
+    for thr in ([float(t) for t in args.gate_thresholds.split(",")] if remedy else [0.0]):
         sep = Separator.load(res.best, "cpu", gate_threshold=thr)
         rep = evaluate(sep, items, absent_queries=True, seed=args.seed)
         print(f"\n== {name} (gate threshold {thr}) ==\n{format_table(rep)}", flush=True)
@@ -168,6 +169,14 @@ def main() -> None:
     ap.add_argument("--baseline-minutes", type=float, default=None, help="budget of the baseline arm (default: --minutes)")
     ap.add_argument("--out", type=Path, default=Path("bench_out/separator"))
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--grad-threads", type=int, default=2, help="separator.grad_threads: batch slices computed in parallel "
+                    "(2 = both cores of the reference machine; arms then run one after the other)")
+    ap.add_argument("--gate-thresholds", default="0.5,0.0", help="remedy arm: evaluate at these presence-gate thresholds")
+    ap.add_argument("--n-fft", type=int, default=512, help="separator.n_fft (tiny)")
+    ap.add_argument("--hop", type=int, default=256, help="separator.hop (tiny)")
+    ap.add_argument("--gru-layers", type=int, default=1, help="separator.gru_layers (tiny)")
+    ap.add_argument("--gru-stride", type=int, default=2, help="separator.gru_stride (tiny)")
+    ap.add_argument("--width", type=int, default=256, help="separator.width (tiny)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--segment", type=float, default=2.0, help="training crop seconds")
     ap.add_argument("--batch", type=int, default=16)
@@ -180,6 +189,8 @@ def main() -> None:
     ap.add_argument("--skip-speed", action="store_true")
     ap.add_argument("--skip-clapsep", action="store_true")
     args = ap.parse_args()
+    import logging
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     args.out.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {"load_avg_start": os.getloadavg(), "cpus": os.cpu_count(), "args": {k: str(v) for k, v in vars(args).items()}}
     if not args.skip_speed:

@@ -23,11 +23,17 @@ def _val_samples(val_dir: str, sr: int, limit: int) -> list[dict[str, Any]]:
 
 
 def train_separator_step(ws: Workspace, cfg: Any, name: str, streams: list[tuple[Iterable[dict[str, Any]], float]],
-                         val_dir: str, budget_s: float, init: str | None = None, lineage: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Train into `<name>/` (resuming from its last.pt) and return the best checkpoint and its hash."""
+                         val_dir: str, budget_s: float, init: str | None = None, lineage: dict[str, Any] | None = None,
+                         grad_threads: int | None = None) -> dict[str, Any]:
+    """Train into `<name>/` (resuming from its last.pt) and return the best checkpoint and its hash.
+
+    `grad_threads` overrides `separator.grad_threads` (the run passes 1 while the scorers train on the other core)."""
     from models.separator.train import train_separator
 
-    scfg = cfg.separator.model_copy(update={"time_budget_s": float(budget_s), "seed": cfg.run.seed})
+    update: dict[str, Any] = {"time_budget_s": float(budget_s), "seed": cfg.run.seed}
+    if grad_threads is not None:
+        update["grad_threads"] = int(grad_threads)
+    scfg = cfg.separator.model_copy(update=update)
     out = ws.path(name, "separator")
     val = _val_samples(val_dir, scfg.sample_rate, scfg.val_max)
     res = train_separator(scfg, streams, val, out, init=init, lineage=lineage or {})

@@ -120,7 +120,8 @@ def _run(cfg: Any, ws: Workspace, name: str, root: Path, on_step: Callable[[str]
     try:
         separators = [step("separator_0", lambda: train_separator_step(
             ws, cfg, "iter0", [(ShardStream([synthetic["dirs"]["train"]], sr), 1.0)], synthetic["dirs"]["val"],
-            cfg.engine.separator_budget_s, lineage={"iteration": 0, "data": "synthetic"}))]
+            cfg.engine.separator_budget_s, lineage={"iteration": 0, "data": "synthetic"},
+            grad_threads=1 if background is not None else None))]  # the scorer process has the other core
     except BaseException:
         if background is not None:
             background.cancel()

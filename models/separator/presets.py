@@ -12,7 +12,7 @@ def model_hparams(cfg: SeparatorConfig, query_dim: int) -> dict[str, Any]:
     """The constructor arguments recorded in checkpoints (so loading never depends on the current config)."""
     if cfg.preset == "tiny":
         return dict(query_dim=query_dim, sample_rate=cfg.sample_rate, n_fft=cfg.n_fft, hop=cfg.hop, width=cfg.width,
-                    presence_gate=cfg.presence_gate)
+                    presence_gate=cfg.presence_gate, gru_stride=cfg.gru_stride, gru_layers=cfg.gru_layers)
     if cfg.preset == "clapsep":
         from models.separator.clapsep import ClapSepConfig
 

@@ -11,12 +11,15 @@
 - An epoch is `steps_per_epoch` optimiser steps; after each epoch: validation, `last.pt` (with optimiser state and
   stream positions) and `best.pt` (lowest validation loss). Resuming from `last.pt` skips exactly the samples
   already consumed from each stream and restores the RNG, so the data order is the one an uninterrupted run sees.
+- CPU data parallelism: `grad_threads > 1` splits every batch into slices whose gradients are computed in parallel
+  threads and summed in a fixed order (`parallel_backward`): the same update as the whole batch, on more cores.
 """
 from __future__ import annotations
 
 import logging
 import math
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
@@ -134,6 +137,35 @@ def _step_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], cfg: Sepa
         present = (~batch["silent"]).float()
         total = total + cfg.gate_loss_weight * torch.nn.functional.binary_cross_entropy_with_logits(out.gate_logit.float(), present)
     return total, out
+
+
+def _slice_batch(batch: dict[str, torch.Tensor], sl: slice) -> dict[str, torch.Tensor]:
+    return {k: v[sl] for k, v in batch.items()}
+
+
+def parallel_backward(model: torch.nn.Module, params: list[torch.nn.Parameter], batch: dict[str, torch.Tensor],
+                      cfg: SeparatorConfig, amp: bool, pool: ThreadPoolExecutor, parts: int) -> torch.Tensor:
+    """Set `p.grad` to the full-batch gradient, computed as `parts` slices in parallel threads; returns the loss.
+
+    Why threads: on CPU a second intra-op thread made the `tiny` step *slower* (docs/perf/separator.md), while two
+    half-batches computed side by side use both cores (torch releases the GIL inside its kernels). Each slice's
+    mean loss is weighted by its share of the batch, so the summed gradient equals the full-batch one; the
+    slices' gradients are added in a fixed order, so the result does not depend on thread timing.
+    """
+    n = int(batch["mix"].shape[0])
+    bounds = np.linspace(0, n, min(parts, n) + 1).round().astype(int)
+    slices = [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+
+    def work(sl: slice) -> tuple[torch.Tensor, tuple[torch.Tensor | None, ...]]:
+        total, _ = _step_loss(model, _slice_batch(batch, sl), cfg, amp)
+        scaled = total * ((sl.stop - sl.start) / n)
+        return scaled.detach(), torch.autograd.grad(scaled, params, allow_unused=True)
+
+    results = list(pool.map(work, slices))
+    for i, p in enumerate(params):
+        parts_i = [g[i] for _, g in results if g[i] is not None]
+        p.grad = torch.stack(parts_i).sum(0) if parts_i else None
+    return torch.stack([loss for loss, _ in results]).sum()
 
 
 @torch.no_grad()
@@ -254,6 +286,8 @@ def train_separator(cfg: SeparatorConfig, streams: Sequence[tuple[Iterable[dict[
     cfg_dict = cfg.model_dump()
     t0 = time.monotonic() - elapsed0
     best_metrics: dict[str, float] = {}
+    parallel = cfg.grad_threads > 1 and device.type == "cpu"  # one GPU already runs the batch in parallel
+    pool = ThreadPoolExecutor(cfg.grad_threads, thread_name_prefix="sep-grad") if parallel else None
 
     def save(path: Path, metrics: dict[str, float], with_state: bool) -> None:
         train_state = None
@@ -266,43 +300,50 @@ def train_separator(cfg: SeparatorConfig, streams: Sequence[tuple[Iterable[dict[
                                          text_encoder=encoder_spec(encoder), config=cfg_dict, lineage=run_lineage,
                                          metrics=metrics, train_state=train_state))
 
-    while epoch < cfg.max_epochs and time.monotonic() - t0 < cfg.time_budget_s:
-        losses = []
-        for _ in range(cfg.steps_per_epoch):
-            samples = [mixer.next() for _ in range(cfg.batch_size)]
-            vocab_new = sample_vocabulary(samples)
-            if not set(vocab_new) <= set(vocab):
-                vocab = sorted(set(vocab) | set(vocab_new))
-            phrases = sample_phrases(samples, phrases)
-            examples = [make_example(s, rng, length, cfg.query_mix, cfg.silence_aug_prob, vocab, phrases) for s in samples]
-            if cfg.lr_schedule == "cosine":
-                set_lr(opt, cosine_lr(cfg, step, time.monotonic() - t0))
-            batch = _batch(examples, queries, device)
-            total, _ = _step_loss(model, batch, cfg, amp)
-            opt.zero_grad(set_to_none=True)
-            total.backward()
-            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            opt.step()
-            step += 1
-            losses.append(total.item())
-            if time.monotonic() - t0 >= cfg.time_budget_s:
-                break
-        epoch += 1
-        metrics = validate(model, val, queries, cfg, device, amp)
-        metrics.update(epoch=epoch, step=step, train_loss=float(np.mean(losses)), lr=opt.param_groups[0]["lr"],
-                       elapsed_s=time.monotonic() - t0)
-        if cfg.lr_schedule == "plateau":
-            sched.step(metrics["val_loss"])
-        history.append(metrics)
-        log.info("epoch %d step %d train %.2f val %.2f SI-SDRi %.2f dB silence-SDR %.1f dB lr %.1e", epoch, step,
-                 metrics["train_loss"], metrics["val_loss"], metrics["si_sdri"], metrics["silence_sdr"], metrics["lr"])
-        if metrics["val_loss"] < best_loss:
-            best_loss = metrics["val_loss"]
-            best_metrics = dict(metrics)
-            save(best_path, metrics, with_state=False)
-        save(last_path, metrics, with_state=True)
-        if on_epoch:
-            on_epoch(metrics)
+    try:
+        while epoch < cfg.max_epochs and time.monotonic() - t0 < cfg.time_budget_s:
+            losses = []
+            for _ in range(cfg.steps_per_epoch):
+                samples = [mixer.next() for _ in range(cfg.batch_size)]
+                vocab_new = sample_vocabulary(samples)
+                if not set(vocab_new) <= set(vocab):
+                    vocab = sorted(set(vocab) | set(vocab_new))
+                phrases = sample_phrases(samples, phrases)
+                examples = [make_example(s, rng, length, cfg.query_mix, cfg.silence_aug_prob, vocab, phrases) for s in samples]
+                if cfg.lr_schedule == "cosine":
+                    set_lr(opt, cosine_lr(cfg, step, time.monotonic() - t0))
+                batch = _batch(examples, queries, device)
+                opt.zero_grad(set_to_none=True)
+                if pool is not None:
+                    total = parallel_backward(model, params, batch, cfg, amp, pool, cfg.grad_threads)
+                else:
+                    total, _ = _step_loss(model, batch, cfg, amp)
+                    total.backward()
+                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+                opt.step()
+                step += 1
+                losses.append(total.item())
+                if time.monotonic() - t0 >= cfg.time_budget_s:
+                    break
+            epoch += 1
+            metrics = validate(model, val, queries, cfg, device, amp)
+            metrics.update(epoch=epoch, step=step, train_loss=float(np.mean(losses)), lr=opt.param_groups[0]["lr"],
+                           elapsed_s=time.monotonic() - t0)
+            if cfg.lr_schedule == "plateau":
+                sched.step(metrics["val_loss"])
+            history.append(metrics)
+            log.info("epoch %d step %d train %.2f val %.2f SI-SDRi %.2f dB silence-SDR %.1f dB lr %.1e", epoch, step,
+                     metrics["train_loss"], metrics["val_loss"], metrics["si_sdri"], metrics["silence_sdr"], metrics["lr"])
+            if metrics["val_loss"] < best_loss:
+                best_loss = metrics["val_loss"]
+                best_metrics = dict(metrics)
+                save(best_path, metrics, with_state=False)
+            save(last_path, metrics, with_state=True)
+            if on_epoch:
+                on_epoch(metrics)
+    finally:
+        if pool is not None:
+            pool.shutdown()
     if not last_path.is_file():
         raise RuntimeError(f"training stopped before the first epoch finished (time_budget_s={cfg.time_budget_s})")
     if not best_metrics and best_path.is_file():

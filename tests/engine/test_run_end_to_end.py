@@ -46,6 +46,9 @@ def test_run_end_to_end_reports_every_iteration_and_resumes(tmp_path, queries):
         assert all(k in it for k in keys), sorted(set(keys) - set(it))
         assert it["candidates"] > 0 and it["natural_sdri_db"] is not None
     ck = load_checkpoint(report["iterations"][1]["separator_checkpoint"])
+    # separator_0 leaves the second core to the scorer process; the retrain, alone, splits batches over both
+    assert load_checkpoint(report["iterations"][0]["separator_checkpoint"]).config["grad_threads"] == 1
+    assert ck.config["grad_threads"] == cfg.separator.grad_threads == 2
     if queries == "run_clap":
         # the run's CLAP trains first (its text tower embeds the separators' queries); judge and PC train alongside
         assert set(report["parallel_steps"]) == {"scorer_judge", "scorer_pc"}

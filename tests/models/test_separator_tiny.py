@@ -32,6 +32,20 @@ def test_default_tiny_size_and_shapes() -> None:
         model(mix, torch.randn(2, 256), torch.zeros(2, 128))
 
 
+def test_gru_stride_keeps_shapes_and_loads_old_hparams() -> None:
+    """Pooled-GRU models must map any length (odd frame counts too) to the input length, and checkpoints written
+    before `gru_stride` existed (no such hparam) must build the stride-1 model they were trained as."""
+    cfg = SeparatorConfig(width=48, gru_stride=2, gru_layers=2)
+    hp = model_hparams(cfg, 32)
+    assert hp["gru_stride"] == 2 and hp["gru_layers"] == 2
+    model = build_model("tiny", hp).eval()
+    for n in (16000, 16000 + 256 * 3 + 17):
+        out = model(torch.randn(2, n) * 0.1, torch.randn(2, 32), torch.zeros(2, 32))
+        assert out.estimate.shape == (2, n) and torch.isfinite(out.estimate).all()
+    old = {k: v for k, v in model_hparams(SeparatorConfig(width=48), 32).items() if k not in ("gru_stride", "gru_layers")}
+    assert build_model("tiny", old).gru_stride == 1
+
+
 def test_text_encoder_is_deterministic_and_distinct() -> None:
     enc = HashTextEncoder(dim=64)
     a = enc.embed(["dog barking", "dog barking", "whistle"])
@@ -217,3 +231,42 @@ def test_absent_queries_use_the_phrases_present_queries_use() -> None:
     rng = np.random.default_rng(0)
     asked = {make_example(s, rng, 8000, {}, 1.0, ["thunder"], phrases).positive for _ in range(40)}
     assert asked == {"thunder", "distant thunder rolling"} and not asked & present
+
+
+def test_parallel_backward_equals_full_batch_gradient() -> None:
+    """Threaded batch slices (uneven: 5 items over 3 threads) must give the full-batch loss and gradient."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from models.separator.train import _step_loss, parallel_backward
+
+    torch.manual_seed(0)
+    cfg = SeparatorConfig(width=48, presence_gate=True)
+    model = build_model("tiny", model_hparams(cfg, 32))
+    params = [p for p in model.parameters() if p.requires_grad]
+    enc = HashTextEncoder(dim=32)
+    samples = list(synthetic_samples(5, seconds=1.0, seed=3, silent_every=2))
+    batch = {"mix": torch.from_numpy(np.stack([s["mix"] for s in samples])),
+             "target": torch.from_numpy(np.stack([s["target"] for s in samples])),
+             "pos": enc.embed([s["json"]["positive_text"] for s in samples]),
+             "neg": torch.zeros(5, 32), "silent": torch.tensor([bool(s["json"]["silent_target"]) for s in samples])}
+    assert batch["silent"].any() and not batch["silent"].all()
+    total, _ = _step_loss(model, batch, cfg, False)
+    total.backward()
+    full = [p.grad.clone() for p in params]
+    model.zero_grad(set_to_none=True)
+    with ThreadPoolExecutor(3) as pool:
+        loss = parallel_backward(model, params, batch, cfg, False, pool, 3)
+        again = [p.grad.clone() for p in params]
+        parallel_backward(model, params, batch, cfg, False, pool, 3)
+    assert abs(float(loss) - float(total)) < 1e-4
+    for p, g_full, g_again in zip(params, full, again):
+        assert torch.allclose(p.grad, g_full, rtol=1e-4, atol=1e-6)
+        assert torch.equal(p.grad, g_again)  # fixed summation order: thread timing cannot change the result
+
+
+def test_training_with_grad_threads_learns(tmp_path: Path) -> None:
+    stream, val = _shards(tmp_path)
+    cfg = SeparatorConfig(**SMALL, max_epochs=4, lr=3e-3, grad_threads=2)
+    res = train_separator(cfg, [(stream, 1.0)], val, tmp_path / "run")
+    assert res.steps == 12 and all(np.isfinite(h["val_loss"]) for h in res.history)
+    assert res.history[-1]["val_loss"] < res.history[0]["val_loss"]
