@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import pickle
+import queue
 import sys
-from concurrent.futures import Future, ProcessPoolExecutor
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -33,22 +35,65 @@ def _child(cfg: Any, root: str, config_hash: str, sources: str, log_level: int) 
     return dict(ws.timings)
 
 
+def _child_main(results: Any, cfg: Any, root: str, config_hash: str, sources: str, log_level: int) -> None:
+    """Child entry point: exactly one message, `("ok", timings)` or `("error", exception, traceback text)`."""
+    try:
+        results.put(("ok", _child(cfg, root, config_hash, sources, log_level)))
+    except BaseException as exc:  # noqa: BLE001 - everything goes back to the parent
+        tb = traceback.format_exc()
+        try:
+            pickle.dumps(exc)
+        except Exception:  # an exception that cannot cross the process boundary is sent as its text
+            exc = RuntimeError(f"{type(exc).__name__}: {exc}")
+        results.put(("error", exc, tb))
+
+
 class ScorerProcess:
-    """Handle on the background scorer training; `wait()` re-raises the child's error in the parent."""
+    """Handle on the background scorer training: `wait()` returns its step timings or re-raises the child's error
+    (with the child's traceback attached as a note); `cancel()` terminates it when the parent fails."""
 
     def __init__(self, cfg: Any, root: Path, config_hash: str, sources: str) -> None:
-        self._pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+        ctx = multiprocessing.get_context("spawn")
+        self._results = ctx.Queue()
         level = logging.getLogger("stemforge").getEffectiveLevel()
-        self._future: Future = self._pool.submit(_child, cfg, str(root), config_hash, sources, level)
+        self._proc = ctx.Process(target=_child_main, name="stemforge-scorers",
+                                 args=(self._results, cfg, str(root), config_hash, sources, level))
+        self._proc.start()
 
-    def wait(self) -> dict[str, float]:
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid
+
+    @property
+    def exitcode(self) -> int | None:
+        return self._proc.exitcode
+
+    def is_alive(self) -> bool:
+        return self._proc.is_alive()
+
+    def wait(self, poll_s: float = 1.0) -> dict[str, float]:
+        msg = None
         try:
-            return self._future.result()
+            while msg is None:
+                try:
+                    msg = self._results.get(timeout=poll_s)
+                except queue.Empty:
+                    if not self._proc.is_alive():  # a last message may still be in the pipe
+                        try:
+                            msg = self._results.get(timeout=poll_s)
+                        except queue.Empty:
+                            raise RuntimeError(f"background scorer process exited with code {self._proc.exitcode} "
+                                               "without a result (killed? see the log above)") from None
         finally:
-            self._pool.shutdown(wait=True)
+            self._proc.join(timeout=60)
+        if msg[0] == "ok":
+            return msg[1]
+        exc: BaseException = msg[1]
+        exc.add_note(f"in the background scorer process:\n{msg[2]}")
+        raise exc
 
     def cancel(self) -> None:
         """Stop the child when the parent fails; its finished steps keep their markers for the next run."""
-        for proc in list(getattr(self._pool, "_processes", {}).values()):
-            proc.terminate()
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._proc.is_alive():
+            self._proc.terminate()
+        self._proc.join(timeout=30)
