@@ -34,7 +34,7 @@ OVERRIDES = [
 
 @pytest.mark.parametrize("queries", ["config", "run_clap"])
 def test_run_end_to_end_reports_every_iteration_and_resumes(tmp_path, queries):
-    cfg = load_config(None, [*OVERRIDES, f"engine.separator_queries={queries}"])
+    cfg = load_config(None, [*OVERRIDES, f"engine.separator_queries={queries}", "separator.grad_threads=2"])
     assert cfg.engine.parallel_scorers
     report = run_job(cfg, out_root=tmp_path, name="e2e")
     root = tmp_path / "e2e"
