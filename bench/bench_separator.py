@@ -171,7 +171,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--grad-threads", type=int, default=2, help="separator.grad_threads: batch slices computed in parallel "
                     "(2 = both cores of the reference machine; arms then run one after the other)")
-    ap.add_argument("--gate-thresholds", default="0.5,0.0", help="remedy arm: evaluate at these presence-gate thresholds")
+    ap.add_argument("--gate-thresholds", default="0.5,0.3,0.0", help="remedy arm: evaluate at these presence-gate thresholds")
     ap.add_argument("--n-fft", type=int, default=512, help="separator.n_fft (tiny)")
     ap.add_argument("--hop", type=int, default=256, help="separator.hop (tiny)")
     ap.add_argument("--gru-layers", type=int, default=1, help="separator.gru_layers (tiny)")
@@ -183,7 +183,7 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--lr-schedule", choices=["plateau", "cosine"], default="cosine")
     ap.add_argument("--steps-per-epoch", type=int, default=40)
-    ap.add_argument("--n-test", type=int, default=96)
+    ap.add_argument("--n-test", type=int, default=1024, help="held-out test mixtures (the mean SI-SDRi is heavy-tailed: 96 items moved it by ~1 dB between draws)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--speed-only", action="store_true")
     ap.add_argument("--skip-speed", action="store_true")
