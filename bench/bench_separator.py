@@ -1,6 +1,6 @@
-"""Separator benchmark: quality after a wall-time budget on the demo corpus, absent-class silence, and speed.
+"""Separator benchmark: quality after a step budget on the demo corpus, absent-class silence, and speed.
 
-    .venv/bin/python bench/bench_separator.py --corpus DIR --minutes 10 --out bench_out/separator
+    .venv/bin/python bench/bench_separator.py --corpus DIR --steps 2950 --workers 2 --out bench_out/separator
     .venv/bin/python bench/bench_separator.py --speed-only
 
 Quality: `tiny` is trained on 2-3 source mixtures generated on the fly from the demo corpus' clean *train* sources
@@ -48,11 +48,12 @@ def load_sources(corpus: Path, sr: int) -> dict[str, dict[str, list[np.ndarray]]
 
 
 class OnTheFlyMixtures:
-    """Endless (or `n`-long) stream of 2-3 source mixtures in the shard sample format, all from one seed."""
+    """`n` (default: a million, i.e. never exhausted) 2-3 source mixtures in the shard sample format; mixture i is a
+    pure function of (seed, i), so the trainer can index it like any other sample source."""
 
     def __init__(self, pool: dict[str, list[np.ndarray]], sr: int, seconds: float, seed: int, n: int | None = None,
                  silent_every: int = 0):
-        self.pool, self.sr, self.len, self.seed, self.n, self.silent_every = pool, sr, int(seconds * sr), seed, n, silent_every
+        self.pool, self.sr, self.len, self.seed, self.n, self.silent_every = pool, sr, int(seconds * sr), seed, n or 10**6, silent_every
         self.labels = sorted(pool)
 
     def _clip(self, rng: np.random.Generator, label: str) -> np.ndarray:
@@ -63,58 +64,89 @@ class OnTheFlyMixtures:
             return x[s:s + self.len].astype(np.float32)
         return np.pad(x, (0, self.len - len(x))).astype(np.float32)
 
+    def __len__(self) -> int:
+        return self.n
+
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        i = 0
-        while self.n is None or i < self.n:
-            rng = np.random.default_rng([self.seed, i])
-            k = int(rng.integers(2, 4))
-            labels = [self.labels[j] for j in rng.choice(len(self.labels), size=k, replace=False)]
-            tgt = self._clip(rng, labels[0])
-            t_rms = np.sqrt(np.mean(tgt ** 2)) + 1e-8
-            res = np.zeros_like(tgt)
-            for lab in labels[1:]:
-                x = self._clip(rng, lab)
-                x *= t_rms / (np.sqrt(np.mean(x ** 2)) + 1e-8) * 10 ** (-rng.uniform(-3, 10) / 20)
-                res += x
-            mix = tgt + res
-            peak = np.abs(mix).max()
-            if peak > 0.95:
-                mix, tgt, res = (a * (0.95 / peak) for a in (mix, tgt, res))
-            mode = ["pos", "neg", "posneg"][int(rng.choice(3, p=[0.25, 0.25, 0.5]))]
-            silent = bool(self.silent_every) and i % self.silent_every == self.silent_every - 1
-            pos = labels[0]
-            if silent:
-                pos = [c for c in self.labels if c not in labels][int(rng.integers(len(self.labels) - k))]
-                tgt, res, mode = np.zeros_like(mix), mix.copy(), "pos"
-            meta = {"key": f"otf{self.seed}x{i}", "sample_rate": self.sr, "query_mode": mode, "positive_text": pos,
-                    "negative_text": ", ".join(labels[1:]), "positive_labels": [pos], "negative_labels": labels[1:],
-                    "target_labels": [] if silent else [labels[0]], "residual_labels": labels if silent else labels[1:],
-                    "silent_target": silent}
-            yield {"__key__": meta["key"], "mix": mix.astype(np.float32), "target": tgt.astype(np.float32),
-                   "residual": res.astype(np.float32), "json": meta}
-            i += 1
+        return (self[i] for i in range(self.n))
+
+    def metas(self) -> list[dict[str, Any]]:
+        """The classes (the trainer's query vocabulary) without rendering a million mixtures."""
+        return [{"target_labels": [lab], "positive_labels": [lab]} for lab in self.labels]
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        rng = np.random.default_rng([self.seed, i])
+        k = int(rng.integers(2, 4))
+        labels = [self.labels[j] for j in rng.choice(len(self.labels), size=k, replace=False)]
+        tgt = self._clip(rng, labels[0])
+        t_rms = np.sqrt(np.mean(tgt ** 2)) + 1e-8
+        res = np.zeros_like(tgt)
+        for lab in labels[1:]:
+            x = self._clip(rng, lab)
+            x *= t_rms / (np.sqrt(np.mean(x ** 2)) + 1e-8) * 10 ** (-rng.uniform(-3, 10) / 20)
+            res += x
+        mix = tgt + res
+        peak = np.abs(mix).max()
+        if peak > 0.95:
+            mix, tgt, res = (a * (0.95 / peak) for a in (mix, tgt, res))
+        mode = ["pos", "neg", "posneg"][int(rng.choice(3, p=[0.25, 0.25, 0.5]))]
+        silent = bool(self.silent_every) and i % self.silent_every == self.silent_every - 1
+        pos = labels[0]
+        if silent:
+            pos = [c for c in self.labels if c not in labels][int(rng.integers(len(self.labels) - k))]
+            tgt, res, mode = np.zeros_like(mix), mix.copy(), "pos"
+        meta = {"key": f"otf{self.seed}x{i}", "sample_rate": self.sr, "query_mode": mode, "positive_text": pos,
+                "negative_text": ", ".join(labels[1:]), "positive_labels": [pos], "negative_labels": labels[1:],
+                "target_labels": [] if silent else [labels[0]], "residual_labels": labels if silent else labels[1:],
+                "silent_target": silent}
+        return {"__key__": meta["key"], "mix": mix.astype(np.float32), "target": tgt.astype(np.float32),
+                "residual": res.astype(np.float32), "json": meta}
+
+
+def _train_source(corpus: Path, seconds: float, seed: int) -> list[tuple[OnTheFlyMixtures, float]]:
+    """Built inside each training worker (the clip pool is too large to ship to Ray workers)."""
+    return [(OnTheFlyMixtures(load_sources(corpus, 16000)["train"], 16000, seconds, seed=seed), 1.0)]
+
+
+def _val_set(corpus: Path, seconds: float, seed: int) -> list[dict[str, Any]]:
+    sources = load_sources(corpus, 16000)
+    return list(OnTheFlyMixtures(sources.get("val", sources["train"]), 16000, seconds, seed=1000 + seed, n=48, silent_every=4))
 
 
 def quality_arm(name: str, sources: dict, args: argparse.Namespace, out: Path) -> dict[str, Any]:
+    import shutil
+    from functools import partial
+
+    from engine.ray_train import FitSpec, run_spec
     from models.separator.config import SeparatorConfig
     from models.separator.evaluate import TestItem, evaluate, format_table
     from models.separator.infer import Separator
-    from models.separator.train import train_separator
 
     remedy = name == "remedy"
+    steps = args.steps if name != "baseline" or args.baseline_steps is None else args.baseline_steps
     cfg = SeparatorConfig(presence_gate=remedy, silence_aug_prob=0.2 if remedy else 0.05, segment_s=args.segment,
-                          time_budget_s=args.minutes * 60, steps_per_epoch=args.steps_per_epoch, threads=args.threads, grad_threads=args.grad_threads,
+                          max_steps=steps, steps_per_epoch=args.steps_per_epoch, threads=args.threads,
                           gru_stride=args.gru_stride, gru_layers=args.gru_layers, width=args.width, n_fft=args.n_fft, hop=args.hop,
                           batch_size=args.batch, lr=args.lr, plateau_patience=3, lr_schedule=args.lr_schedule, device=args.device, seed=args.seed)
-    train = OnTheFlyMixtures(sources["train"], 16000, args.segment, seed=args.seed)
-    val = list(OnTheFlyMixtures(sources.get("val", sources["train"]), 16000, args.segment, seed=1000 + args.seed, n=48, silent_every=4))
+    shutil.rmtree(out / name, ignore_errors=True)  # every arm trains from scratch
+    spec = FitSpec(separator=cfg, streams=partial(_train_source, args.corpus, args.segment, args.seed),
+                   val=partial(_val_set, args.corpus, args.segment, args.seed), out_dir=str(out / name))
     t0 = time.time()
-    res = train_separator(cfg, [(train, 1.0)], val, out / name, resume=False)
+    if args.workers > 1:  # data parallel over Ray Train (gloo DDP on CPU): the global batch stays args.batch
+        from engine.config import RayConfig
+        from engine.ray_runtime import ray_session
+        from engine.ray_train import fit_separator
+
+        with ray_session(RayConfig(num_cpus=args.workers, dashboard_port=0)):
+            res = fit_separator(spec, num_workers=args.workers)
+    else:
+        res = run_spec(spec)
     train_s = time.time() - t0
     test = list(OnTheFlyMixtures(sources.get("test", sources["train"]), 16000, 4.0, seed=2000 + args.seed, n=args.n_test))
-    items = [TestItem(s["__key__"], s["mix"], s["target"], s["json"]["positive_text"], None, s["json"]["target_labels"][0],
+    items = [TestItem(s["__key__"], s["mix"], s["target"], s["json"]["positive_text"], None, tuple(s["json"]["target_labels"]),
                       set(s["json"]["target_labels"] + s["json"]["residual_labels"]), False) for s in test]
     report: dict[str, Any] = {"arm": name, "train_seconds": round(train_s, 1), "epochs": res.epochs, "steps": res.steps,
+                              "workers": args.workers, "steps_per_s": round(res.steps / max(train_s, 1e-9), 3),
                               "history_tail": res.history[-3:]}
     for thr in ([float(t) for t in args.gate_thresholds.split(",")] if remedy else [0.0]):
         sep = Separator.load(res.best, "cpu", gate_threshold=thr)
@@ -166,13 +198,14 @@ def speed(args: argparse.Namespace) -> dict[str, Any]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--corpus", type=Path, help="demo corpus dir (stemforge corpus demo --out DIR)")
-    ap.add_argument("--minutes", type=float, default=10.0, help="training wall time per arm")
+    ap.add_argument("--steps", type=int, default=2950, help="optimiser steps per arm (2950: what the 10-minute wall-clock "
+                    "budget of the documented runs reached with both cores, docs/perf/separator.md)")
     ap.add_argument("--arms", default="remedy,baseline")
-    ap.add_argument("--baseline-minutes", type=float, default=None, help="budget of the baseline arm (default: --minutes)")
+    ap.add_argument("--baseline-steps", type=int, default=None, help="budget of the baseline arm (default: --steps)")
     ap.add_argument("--out", type=Path, default=Path("bench_out/separator"))
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--grad-threads", type=int, default=2, help="separator.grad_threads: batch slices computed in parallel "
-                    "(2 = both cores of the reference machine; arms then run one after the other)")
+    ap.add_argument("--workers", type=int, default=2, help="Ray Train workers (DDP ranks, one core each; 1 = in-process). "
+                    "2 = both cores of the reference machine, as the documented runs' grad_threads 2")
     ap.add_argument("--gate-thresholds", default="0.5,0.3,0.0", help="remedy arm: evaluate at these presence-gate thresholds")
     ap.add_argument("--n-fft", type=int, default=512, help="separator.n_fft (tiny)")
     ap.add_argument("--hop", type=int, default=256, help="separator.hop (tiny)")
@@ -205,11 +238,7 @@ def main() -> None:
         sources = load_sources(args.corpus, 16000)
         results["classes"] = sorted(sources["train"])
         for arm in [a for a in args.arms.split(",") if a]:
-            minutes = args.minutes
-            if arm == "baseline" and args.baseline_minutes is not None:
-                args.minutes, minutes = args.baseline_minutes, args.minutes
             results[arm] = quality_arm(arm, sources, args, args.out)
-            args.minutes = minutes
             (args.out / "results.json").write_text(json.dumps(results, indent=2, default=str))
     results["load_avg_end"] = os.getloadavg()
     from storage.atomic import atomic_write_text

@@ -22,10 +22,11 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests" / "fixtures"))  # toy_shards (test fixture, not library code)
 
 from storage.atomic import atomic_write_text  # noqa: E402
 from storage.shards import ShardConfig, write_store  # noqa: E402
-from storage.shards.synthetic import SyntheticSamples  # noqa: E402
+from toy_shards import SyntheticSamples  # noqa: E402
 
 
 def make_samples(num: int, seconds: float, sample_rate: int, seed: int) -> list[dict[str, Any]]:

@@ -36,7 +36,7 @@ def main() -> int:
             failed += 1
     print("\nLonger benchmarks (not run here):\n"
           "  .venv/bin/stemforge corpus demo --out /tmp/demo\n"
-          "  .venv/bin/python bench/bench_separator.py --corpus /tmp/demo --minutes 10   # quality, ~27 min\n"
+          "  .venv/bin/python bench/bench_separator.py --corpus /tmp/demo --steps 2950   # quality, ~27 min\n"
           "  .venv/bin/python bench/eval_clap.py && .venv/bin/python bench/bench_scorers.py   # scorers")
     return failed
 

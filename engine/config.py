@@ -8,21 +8,48 @@ from pydantic import Field
 from storage.configio import Section
 
 
+class RayConfig(Section):
+    """Where Ray runs. `address: local` starts a Ray instance on this machine (bounded object store, dashboard on
+    127.0.0.1, usage stats off); anything else (`auto`, `HOST:PORT`, `ray://...`) joins an existing cluster, and the
+    `num_*` / `object_store_mb` / `dashboard_port` / `temp_dir` keys then do not apply."""
+
+    address: str = "local"
+    num_cpus: int | None = Field(None, ge=1, description="local only: CPUs Ray may use (null = all cores)")
+    num_gpus: int | None = Field(None, ge=0, description="local only: GPUs Ray may use (null = detected)")
+    object_store_mb: int = Field(512, ge=64, description="local only: object store size (the default 30% of RAM is too much on small machines)")
+    dashboard_port: int | None = Field(None, ge=0, description="local only: dashboard port on 127.0.0.1 (null = Ray's default 8265; 0 = no dashboard)")
+    temp_dir: str | None = Field(None, description="local only: Ray's session/log directory (null = Ray's default)")
+
+
 class EngineConfig(Section):
     """Execution backend selection and the end-to-end job's step budget.
 
     `rows_per_batch` is the unit of resume: a re-run recomputes at most one batch per stage chain.
-    The `*_budget_s` values are wall-clock caps handed to the trainers so `stemforge run` on the demo fits in
-    15 minutes on 2 cores (bootstrap separator ~4 min, retrain ~3 min, the rest ~5 min). The mini scorers
-    are bounded by their own step counts (clap/judge/pc sections).
+    The separator budgets are optimiser steps (`separator_steps`, `retrain_steps`), so the same config trains the
+    same model on every machine; the demo values fit `stemforge run` in 15 minutes on 2 cores (bootstrap ~5 min,
+    retrain ~4 min, measured in docs/perf/separator.md). The mini scorers are bounded by their own step counts
+    (clap/judge/pc sections).
     """
 
-    backend: Literal["inprocess"] = "inprocess"
+    backend: Literal["inprocess", "ray"] = "ray"
+    ray: RayConfig = Field(default_factory=RayConfig)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     rows_per_batch: int = Field(16, ge=1)
     batch_sizes: dict[str, int] = Field(default_factory=dict, description="per-stage batch size overrides by stage name")
-    separator_budget_s: float = Field(240.0, gt=0)
-    retrain_budget_s: float = Field(180.0, gt=0)
+    actor_cpus: float = Field(1.0, gt=0, description="CPUs reserved per model actor (fractional allowed; engine/resources.py)")
+    actor_gpus: float = Field(1.0, gt=0, le=8, description="GPUs per model actor when running on GPUs (0.5: two actors share one)")
+    task_cpus: float = Field(1.0, gt=0, description="CPUs per task of CPU-only stages; equal to actor_cpus on a CPU "
+                             "machine, so the whole filter chain fuses into one actor and audio never crosses the object store")
+    replicas: list[int] = Field(default_factory=lambda: [1, 1], min_length=2, max_length=2,
+                                description="[min, max] actors per model stage group (Ray Data concurrency)")
+    max_retries: int = Field(3, ge=0, description="retries of a task whose worker died (Ray: max_restarts/max_task_retries)")
+    separator_steps: int = Field(450, ge=1, description="bootstrap separator budget in optimiser steps")
+    retrain_steps: int = Field(350, ge=1, description="retrain budget per iteration in optimiser steps")
+    train_workers: int = Field(1, ge=1, description="Ray Train workers (DDP ranks) per separator fit; "
+                               "separator.batch_size is the global batch and must be divisible by it")
+    train_use_gpu: bool | None = Field(None, description="Ray Train workers on GPUs (null: when the engine device "
+                                       "resolves to CUDA)")
+    train_max_failures: int = Field(2, ge=0, description="worker-group restarts from the last checkpoint before a fit fails")
     retrain_ratios: dict[str, float] = Field(default_factory=lambda: {"synthetic": 0.5, "itt": 0.25, "sst": 0.25}, description="mixing ratios of the retraining streams")
     eval_max_items: int = Field(64, ge=1, description="held-out synthetic test mixtures evaluated per separator")
     synthetic_counts: dict[str, int] = Field(default_factory=lambda: {"train": 1600, "val": 48, "test": 64},
@@ -36,6 +63,7 @@ class EngineConfig(Section):
     separator_queries: Literal["config", "run_clap"] = Field(
         "config", description="run_clap: train the run's mini CLAP first and embed the separators' queries with its "
         "text tower (clap:<checkpoint>); config: use separator.text_encoder as given (e.g. hash)")
-    parallel_scorers: bool = Field(True, description="train the mini scorers in a second process while separator_0 "
-                                   "trains (both are single-threaded; uses the second core)")
+    parallel_scorers: bool = Field(True, description="backend ray: train the mini scorers as Ray tasks while separator_0 "
+                                   "trains (each single-threaded, on the cores the separator leaves free); inprocess: ignored, "
+                                   "the scorers train one after another")
     final_pseudo_label: bool = Field(True, description="also pseudo-label with the last separator (measures its Re-SDR; no retrain)")

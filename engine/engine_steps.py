@@ -1,83 +1,82 @@
 """Run steps of one engine iteration: pseudo-label natural scenes, score and filter, write tiered shards.
 
-All per-scene work goes through an `Executor` (in-process now, Ray later) as an ordered list of stages; this
-module only builds the stages, feeds keyed scene batches and writes the results (candidate table, tier shards).
+All per-scene work goes through an executor (`engine.backend`: `ray` or `inprocess`) as a list of stage specs
+over keyed scene tasks; the candidates go to a `CandidatesSink` under `iter<k>/filter/` (written inside the
+workers): `table/` (every candidate with its scores and reasons, one Parquet part per task key),
+`kept_audio/` (FLAC of the kept targets), `quarantine/` (rows that raised) and `_commits/`. The tier step reads
+those files; it never re-runs the candidates.
 """
 from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from engine.data_steps import audit_stems, scene_rows
-from engine.executor import ExecutionResult, build_executor
+from engine.data_steps import scene_rows
+from engine.executors import RunSummary, StageSpec, Task, build_executor
+from engine.resources import plan_resources
+from engine.sinks import CandidatesSink, read_kept_audio
 from engine.workspace import Workspace
-from pipelines.filters import ClapScoring, JudgeScoring, PCScoring, SilenceScoring, all_rules, decision_stages
-from pipelines.filters.audit import AuditTruth, DropColumns
+from pipelines.filters import DECISION_STAGES, FINAL_DECISION, all_rules
 from pipelines.filters.rules import rejection_counts
 from pipelines.filters.sweep import filter_payoff, in_tier, threshold_sweep
-from pipelines.filters.table import write_candidates
-from pipelines.pseudolabel.stages import LoadScenes, PseudoLabel
-from pipelines.stage import Batch, batch_to_rows
-from storage.audio import encode_audio, load_audio
+from storage.atomic import atomic_write_text
 
 log = logging.getLogger("stemforge.run")
 
 
-def scorer_factories(cfg: Any, scorers: dict[str, dict[str, Any]]):
-    """Factories building each scorer from its section with the checkpoint trained in this run."""
-    from models.aesthetics.scorer import build_pc
-    from models.clap.base import build_clap
-    from models.judge.scorer import build_judge
-
-    clap_cfg = cfg.clap.model_copy(update={"checkpoint": scorers["clap"]["checkpoint"]})
-    judge_cfg = cfg.judge.model_copy(update={"checkpoint": scorers["judge"]["checkpoint"]})
-    pc_cfg = cfg.pc.model_copy(update={"checkpoint": scorers["pc"]["checkpoint"]})
-    return (lambda: build_clap(clap_cfg)), (lambda: build_judge(judge_cfg)), (lambda: build_pc(pc_cfg))
+def scorer_sections(cfg: Any, scorers: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Each scorer's config section with the checkpoint trained in this run."""
+    return {name: getattr(cfg, name).model_copy(update={"checkpoint": scorers[name]["checkpoint"]})
+            for name in ("clap", "judge", "pc")}
 
 
-def separator_factory(checkpoint: str, device: str):
-    def make():
-        from models.separator.infer import Separator
+def filter_specs(cfg: Any, corpus: dict[str, Any], separator: dict[str, Any],
+                 scorers: dict[str, dict[str, Any]]) -> list[StageSpec]:
+    """Pseudo-label -> score (CLAP, PC, judge, silence) -> audit truth -> decisions, as stage specs."""
+    sec = scorer_sections(cfg, scorers)
+    return [
+        StageSpec.of("pipelines.pseudolabel.stages:LoadScenes", audio=cfg.audio),
+        StageSpec.of("pipelines.pseudolabel.stages:PseudoLabel", cfg=cfg.pseudo_label,
+                     separator={"checkpoint": separator["checkpoint"]}, clap=sec["clap"], judge=sec["judge"]),
+        StageSpec.of("pipelines.filters.clap:ClapScoring", section=sec["clap"]),
+        StageSpec.of("pipelines.filters.pc:PCScoring", section=sec["pc"]),
+        StageSpec.of("pipelines.filters.judge:JudgeScoring", section=sec["judge"]),
+        StageSpec.of("pipelines.filters.silence:SilenceScoring", cfg=cfg.filters),
+        StageSpec.of("pipelines.filters.audit:AuditTruth", audit_manifest=corpus["audit"], audio=cfg.audio),
+        *[StageSpec.of(path, cfg=cfg.filters) for path in DECISION_STAGES],
+        StageSpec.of(FINAL_DECISION),
+    ]
 
-        return Separator.load(checkpoint, device)
-    return make
+
+def scene_tasks(cfg: Any, corpus: dict[str, Any]) -> list[Task]:
+    """The configured splits' scenes in stable `scenes-NNNNN` tasks of `engine.rows_per_batch` scenes."""
+    rows = scene_rows(corpus["scenes"], list(cfg.engine.pseudo_label_splits))
+    size = cfg.engine.rows_per_batch
+    tasks = []
+    for b in range(0, len(rows), size):
+        chunk = rows[b:b + size]
+        tasks.append(Task(f"scenes-{b // size:05d}", {
+            "scene_id": [r["clip_id"] for r in chunk], "path": [r["path"] for r in chunk],
+            "event_labels": [list(r["event_labels"]) for r in chunk], "caption": [r.get("caption") or "" for r in chunk]}))
+    return tasks
+
+
+def candidates_sink(ws: Workspace, iteration: int) -> CandidatesSink:
+    return CandidatesSink(str(ws.path(f"iter{iteration}", "filter", "table").parent))
 
 
 def run_candidates(ws: Workspace, cfg: Any, iteration: int, corpus: dict[str, Any], separator: dict[str, Any],
-                   scorers: dict[str, dict[str, Any]]) -> tuple[Batch, ExecutionResult, PseudoLabel]:
-    """Pseudo-label, score and decide every scene of the configured splits; resumable per scene batch."""
-    clap_f, judge_f, pc_f = scorer_factories(cfg, scorers)
-    fcfg = cfg.filters
-    pl = PseudoLabel(cfg.pseudo_label, separator_factory(separator["checkpoint"], cfg.engine.device), clap_f, judge_f)
-    stages = [
-        LoadScenes(cfg.audio),
-        pl,
-        ClapScoring(clap_f),
-        PCScoring(pc_f),
-        SilenceScoring(fcfg),
-        JudgeScoring(judge_f),
-        AuditTruth(audit_stems(corpus["audit"]), cfg.audio),
-        *decision_stages(fcfg),
-        DropColumns(("mixture", "residual")),
-    ]
-    rows = scene_rows(corpus["scenes"], list(cfg.engine.pseudo_label_splits))
-    size = cfg.engine.rows_per_batch
-
-    def inputs():
-        for b in range(0, len(rows), size):
-            chunk = rows[b:b + size]
-            yield f"scenes-{b // size:05d}", {
-                "scene_id": [r["clip_id"] for r in chunk], "path": [r["path"] for r in chunk],
-                "event_labels": [list(r["event_labels"]) for r in chunk], "caption": [r.get("caption") or "" for r in chunk],
-            }
-
-    executor = build_executor(cfg.engine.backend, cfg.engine.batch_sizes)
-    result = executor.run(stages, inputs(), work_dir=ws.path(f"iter{iteration}", "executor"))
-    pl.ledger.seen = len(rows)
-    return result.merged(), result, pl
+                   scorers: dict[str, dict[str, Any]]) -> tuple[RunSummary, CandidatesSink]:
+    """Pseudo-label, score and decide every scene into the iteration's candidates sink (resumable per task key)."""
+    sink = candidates_sink(ws, iteration)
+    with build_executor(cfg.engine) as executor:
+        specs = plan_resources(cfg, filter_specs(cfg, corpus, separator, scorers), executor.gpus_available())
+        summary = executor.run(specs, scene_tasks(cfg, corpus), sink)
+    return summary, sink
 
 
 def thresholds_of(cfg: Any) -> dict[str, Any]:
@@ -89,12 +88,12 @@ def thresholds_of(cfg: Any) -> dict[str, Any]:
 
 def step_filter(ws: Workspace, cfg: Any, iteration: int, corpus: dict[str, Any], separator: dict[str, Any],
                 scorers: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """Candidates -> `candidates.parquet` (every candidate, kept or not), sweep and pay-off JSON, statistics."""
-    cands, result, pl = run_candidates(ws, cfg, iteration, corpus, separator, scorers)
-    it_dir = ws.path(f"iter{iteration}", "candidates.parquet").parent
+    """Candidates -> `iter<k>/filter/` (every candidate, kept or not), sweep and pay-off JSON, statistics."""
+    from pipelines.filters.table import read_candidates
+
+    summary, sink = run_candidates(ws, cfg, iteration, corpus, separator, scorers)
+    cands = read_candidates(sink.table_dir)
     n = len(cands.get("candidate_id", []))
-    if n:
-        write_candidates(it_dir / "candidates.parquet", cands)
     keep = np.asarray(cands.get("keep", np.zeros(0, bool)), dtype=bool)
     tiers = np.asarray(cands.get("tier", []), dtype=object)
     dur = np.asarray(cands.get("duration_s", np.zeros(0)), dtype=np.float64)
@@ -104,14 +103,13 @@ def step_filter(ws: Workspace, cfg: Any, iteration: int, corpus: dict[str, Any],
     for sid, re in zip(cands.get("scene_id", []), cands.get("re_sdr_db", [])):
         scenes[sid] = float(re)
     re_vals = np.array(list(scenes.values()), dtype=np.float64)
-    sweep = threshold_sweep(cands, cfg.filters) if n else []
-    payoff = filter_payoff(cands, rules=all_rules(cfg.filters)) if n else {"available": False}
     scene_count = len(scene_rows(corpus["scenes"], list(cfg.engine.pseudo_label_splits)))
     stats = {
         "iteration": iteration,
         "scenes": scene_count,
         "scenes_labelled": len(scenes),
-        "scenes_skipped_min_events": scene_count - len(scenes),
+        "scenes_skipped_min_events": int(summary.counts.get("scenes_skipped_min_events", 0)),
+        "quarantined": summary.quarantined,
         "candidates": n,
         "kept_itt": int(kept_itt.sum()),
         "kept_sst": int(kept_sst.sum()),
@@ -122,40 +120,55 @@ def step_filter(ws: Workspace, cfg: Any, iteration: int, corpus: dict[str, Any],
         "prop_re_sdr_gt10": float(np.mean(re_vals > 10.0)) if re_vals.size else None,
         "rejections": rejection_counts(list(cands.get("reasons", []))),
         "thresholds": thresholds_of(cfg),
-        "sweep": sweep,
-        "payoff": payoff,
-        "stage_stats": result.stats_table(),
-        "candidates_table": str(it_dir / "candidates.parquet") if n else None,
+        "sweep": threshold_sweep(cands, cfg.filters) if n else [],
+        "payoff": filter_payoff(cands, rules=all_rules(cfg.filters)) if n else {"available": False},
+        "stage_stats": summary.stages,
+        "executor": {k: v for k, v in summary.to_dict().items() if k != "stages"},
+        "candidates_table": str(sink.table_dir) if n else None,
+        "kept_audio": str(sink.kept_audio_dir),
+        "quarantine": str(sink.quarantine_dir),
     }
-    (it_dir / "filter_stats.json").write_text(json.dumps(stats, indent=2, default=float))
+    atomic_write_text(Path(sink.root) / "filter_stats.json", json.dumps(stats, indent=2, default=float))
     return stats
+
+
+def write_tier_store(store: Path, rows: list[dict[str, Any]], tier: str, cfg: Any, iteration: int,
+                     separator: dict[str, Any], versions: dict[str, str]) -> dict[str, Any]:
+    """One tier's kept candidates (rows with their target FLAC under `target_flac`) -> a shard store; returns its
+    manifest. The only place the tier step writes shards: one task per shard group (engine/shard_jobs.py), Ray or
+    in-process after `engine.backend`, same bytes."""
+    from engine.ray_tasks import executor_session
+    from engine.shard_jobs import StoreJob, tier_factory_spec, write_store_job
+    from storage.configio import config_hash
+    from storage.version import code_version
+
+    spec = tier_factory_spec(rows, tier, thresholds_of(cfg), versions, config_hash(cfg), code_version(), cfg.audio)
+    job = StoreJob(str(store), len(rows), spec, cfg.shards.model_copy(update={"prefix": f"{tier}-it{iteration}"}),
+                   {"tier": tier, "iteration": iteration, "separator": separator["checkpoint_hash"]})
+    with executor_session(cfg) as executor:
+        return write_store_job(job, executor=executor).manifest
 
 
 def step_tiers(ws: Workspace, cfg: Any, iteration: int, corpus: dict[str, Any], separator: dict[str, Any],
                scorers: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """Kept candidates -> WebDataset shards per tier (`iter<k>/tiers/{itt,sst}/`), scene reloaded from its file."""
-    from storage.version import code_version
-    from pipelines.training_data import tier_sample
-    from storage.configio import config_hash
-    from storage.shards.store import write_store
+    """Kept candidates (the filter step's table + kept audio) -> shard stores `iter<k>/tiers/{itt,sst}/`."""
+    from pipelines.filters.table import read_table_parts
 
-    cands, _, _ = run_candidates(ws, cfg, iteration, corpus, separator, scorers)  # fully resumed: no recompute
-    rows = batch_to_rows(cands) if cands else []
+    sink = candidates_sink(ws, iteration)
+    missing = [t.key for t in scene_tasks(cfg, corpus) if t.key not in sink.committed()]
+    if missing:
+        raise RuntimeError(f"{sink.root}: filter_{iteration} has not committed task(s) {missing[:3]}: run the filter step first")
+    table = read_table_parts(sink.table_dir)
+    rows = table.to_pylist() if table.num_columns else []
+    audio = read_kept_audio(sink.root)
     versions = {"separator": separator["checkpoint_hash"], **{k: v["checkpoint_hash"] for k, v in scorers.items()}}
-    thresholds = thresholds_of(cfg)
-    chash = config_hash(cfg)
     out: dict[str, Any] = {}
     for tier in ("itt", "sst"):
         chosen = [r for r in rows if r["keep"] and in_tier(np.asarray([r["tier"]], dtype=object), tier)[0]]
         chosen.sort(key=lambda r: r["candidate_id"])
+        for r in chosen:
+            r["target_flac"] = audio[r["candidate_id"]][0]
         store = ws.path(f"iter{iteration}", "tiers", tier)
-
-        def factory(i: int, chosen: list[dict[str, Any]] = chosen, tier: str = tier) -> dict[str, Any]:
-            row = dict(chosen[i])
-            row["mixture"] = load_audio(row["scene_path"], cfg.audio)
-            return tier_sample(row, tier, thresholds, versions, chash, code_version(), encode_audio)
-
-        manifest = write_store(store, factory, len(chosen), cfg.shards.model_copy(update={"prefix": f"{tier}-it{iteration}"}),
-                               meta={"tier": tier, "iteration": iteration, "separator": separator["checkpoint_hash"]})
+        manifest = write_tier_store(store, chosen, tier, cfg, iteration, separator, versions)
         out[tier] = {"dir": str(store), "count": int(manifest["num_samples"]), "hours": float(manifest["hours"])}
     return out

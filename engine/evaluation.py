@@ -1,25 +1,55 @@
-"""Evaluate a separator checkpoint for the run report: held-out synthetic test tuples and held-out natural
-scenes against their audit stems (models/separator/evaluate.py does the metric work).
+"""One evaluation of a separator, shared by the run report and `stemforge evaluate`: both call
+`evaluate_separator` (the run through `evaluate_checkpoint`), so they give the same numbers on the same checkpoint
+and test data. The metric work and the figures beside SDRi (all-zero-estimate baseline, silent share, per-class
+rows by class label, 95 % bootstrap intervals) are in models/separator/evaluate.py.
 
-Natural-scene queries use the same wording the engine trains and pseudo-labels with (the label phrase as the
-positive query, the scene's other labels as negatives), so the comparison measures the separator, not a
-prompt-wording mismatch.
+Query policy (the wording the engine trains and pseudo-labels with, so the figure measures the separator, not a
+prompt-wording mismatch; the same for both callers):
+- Natural scenes (a `natural_scene` manifest with its `audit_stem` ground truth): every event label of a scene of
+  the evaluated split that has an audit stem is one present-target query: positive = the label's phrase
+  (`pipelines.mixing.prompts.phrase_for`), negative = the phrases of the scene's *other* event labels
+  (`query_text`; none when the scene has one label). The ambience stem ('background') is not an event label and is
+  never queried. No absent-class queries on natural scenes: Silence-SDR comes from the synthetic set, where
+  absence is exact by construction.
+- Synthetic shard tuples: each tuple's own stored query (positive / negative text in its query mode);
+  `silent_target` tuples are absent-class queries, and every present tuple is queried once more with a class absent
+  from its mixture, worded by `phrase_for` as the training's silence augmentation words it.
 """
 from __future__ import annotations
 
 from itertools import islice
-from typing import Any, Iterator
+from pathlib import Path
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
 from engine.data_steps import audit_stems, scene_rows
+from models.separator.evaluate import TestItem, evaluate, format_table, items_from_shards
 from pipelines.mixing.prompts import phrase_for, query_text
 from storage.audio import AudioConfig, load_audio
 
+QUERY_POLICY = ("natural: positive = phrase_for(label), negative = phrases of the scene's other labels; "
+                "synthetic: each tuple's stored query, absent-class queries worded by phrase_for")
 
-def natural_items(scenes_manifest: str, audit_manifest: str, split: str, sample_rate: int) -> Iterator[Any]:
-    from models.separator.evaluate import TestItem
+# the figures of `evaluate_checkpoint` that every iteration of the run's report.json carries
+REPORT_KEYS = ("sdri_db", "si_sdri_db", "sdri_ci95_db", "silent_baseline_sdri_db", "silent_share", "silence_sdr_db",
+               "natural_sdri_db", "natural_si_sdri_db", "natural_sdri_ci95_db", "natural_silent_baseline_sdri_db",
+               "natural_silent_share", "natural_items", "natural_per_class", "synthetic_per_class")
 
+
+def natural_manifests(path: str | Path) -> tuple[str, str]:
+    """(scene manifest, audit manifest) from a corpus dir (holding manifests/scenes) or a scene manifest dir; the
+    audit manifest is its sibling `audit/`."""
+    p = Path(path)
+    scenes = p / "manifests" / "scenes" if (p / "manifests" / "scenes").is_dir() else p
+    audit = scenes.parent / "audit"
+    if not audit.is_dir():
+        raise FileNotFoundError(f"{audit}: audit stem manifest not found next to the scene manifest {scenes}")
+    return str(scenes), str(audit)
+
+
+def natural_items(scenes_manifest: str, audit_manifest: str, split: str, sample_rate: int) -> Iterator[TestItem]:
+    """Present-target queries of the natural scenes of `split`, worded by the module's query policy."""
     stems = audit_stems(audit_manifest)
     acfg = AudioConfig(sample_rate=sample_rate, allow_silent=True, min_duration_s=0.0)
     for row in scene_rows(scenes_manifest, [split]):
@@ -33,32 +63,91 @@ def natural_items(scenes_manifest: str, audit_manifest: str, split: str, sample_
             n = min(len(mix), len(target))
             others = [o for o in labels if o != label]
             yield TestItem(f"{row['clip_id']}/{label}", mix[:n], target[:n], phrase_for(label), query_text(others),
-                           label, set(labels), False)
+                           (label,), set(labels), False)
 
 
-def evaluate_checkpoint(checkpoint: str, cfg: Any, corpus: dict[str, Any], synthetic_test_dir: str) -> dict[str, Any]:
-    """{sdri_db, si_sdri_db, silence_sdr_db, natural_sdri_db, natural_si_sdri_db, ...} for one checkpoint."""
-    from models.separator.evaluate import evaluate, items_from_shards
+def evaluate_separator(sep: Any, synthetic_dirs: Sequence[str | Path], natural: Sequence[tuple[str, str]], split: str,
+                       seed: int, max_synthetic_items: int | None = None, absent_queries: bool = True) -> dict[str, Any]:
+    """{"synthetic": report | None, "natural": report | None} for a loaded `Separator` (a set without items is None).
+
+    `natural`: (scene manifest, audit manifest) pairs, evaluated on `split`; `max_synthetic_items` caps the shard
+    tuples (in shard order); `absent_queries` adds the absent-class queries to the synthetic set."""
+    sr = sep.sample_rate
+    out: dict[str, Any] = {"query_policy": QUERY_POLICY, "split": split, "synthetic": None, "natural": None}
+    syn = list(islice(items_from_shards(list(synthetic_dirs), sr), max_synthetic_items))
+    if syn:
+        out["synthetic"] = evaluate(sep, syn, absent_queries=absent_queries, seed=seed, phrase=phrase_for)
+    nat = [it for scenes, audit in natural for it in natural_items(scenes, audit, split, sr)]
+    if nat:
+        out["natural"] = evaluate(sep, nat, absent_queries=False, seed=seed, phrase=phrase_for)
+    if out["synthetic"] is None and out["natural"] is None:
+        raise ValueError(f"no test items: no shard samples and no natural scenes of split {split!r} with audit stems")
+    return out
+
+
+def format_report(result: dict[str, Any]) -> str:
+    """The tables of both sets, headed by what was evaluated."""
+    parts = []
+    if result.get("synthetic"):
+        parts.append(f"== synthetic tuples ==\n{format_table(result['synthetic'])}")
+    if result.get("natural"):
+        parts.append(f"== natural scenes, split {result['split']} (vs audit stems) ==\n{format_table(result['natural'])}")
+    return "\n\n".join(parts + [f"queries: {result['query_policy']}"])
+
+
+def _num(x: Any) -> float | None:
+    return None if x is None or not np.isfinite(x) else round(float(x), 3)
+
+
+def _ci(v: list[float] | None) -> list[float] | None:
+    return None if v is None else [_num(v[0]), _num(v[1])]
+
+
+def _per_class(rep: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
+    if rep is None:
+        return {}
+    return {c: {"n": int(r["n"]), "sdri_db": _num(r["sdri"]), "si_sdri_db": _num(r["si_sdri"]),
+                "silent_baseline_sdri_db": _num(r["silent_baseline_sdri"]), "silent_share": _num(r["silent_share"])}
+            for c, r in rep["per_class"].items()}
+
+
+def summarize(result: dict[str, Any]) -> dict[str, Any]:
+    """The flat, rounded figures of an `evaluate_separator` result that the run's report carries."""
+    syn, nat = result.get("synthetic"), result.get("natural")
+    so = syn["overall"] if syn else {}
+    sa = syn["absent_queries"] if syn else {}
+    no = nat["overall"] if nat else {}
+    return {
+        "sdri_db": _num(so.get("sdri")),
+        "si_sdri_db": _num(so.get("si_sdri")),
+        "sdri_ci95_db": _ci(so.get("sdri_ci95")),
+        "silent_baseline_sdri_db": _num(so.get("silent_baseline_sdri")),
+        "silent_share": _num(so.get("silent_share")),
+        "silence_sdr_db": _num(sa.get("median_silence_sdr")),
+        "silence_sdr_mean_db": _num(sa.get("silence_sdr")),
+        "natural_sdri_db": _num(no.get("sdri")),
+        "natural_si_sdri_db": _num(no.get("si_sdri")),
+        "natural_sdri_ci95_db": _ci(no.get("sdri_ci95")),
+        "natural_si_sdri_ci95_db": _ci(no.get("si_sdri_ci95")),
+        "natural_silent_baseline_sdri_db": _num(no.get("silent_baseline_sdri")),
+        "natural_silent_share": _num(no.get("silent_share")),
+        "natural_items": int(no.get("n", 0)),
+        "synthetic_items": int(so.get("n", 0)),
+        "natural_per_class": _per_class(nat),
+        "synthetic_per_class": _per_class(syn),
+        # per-item natural SDRi: paired comparisons between checkpoints (models.separator.evaluate.paired_ci)
+        "natural_item_sdri": {r["key"]: r["sdri"] for r in nat["items"]} if nat else {},
+    }
+
+
+def evaluate_checkpoint(checkpoint: str, cfg: Any, corpus: dict[str, Any], synthetic_test_dir: str,
+                        split: str | None = None) -> dict[str, Any]:
+    """`summarize(evaluate_separator(...))` for one checkpoint on the run's held-out synthetic tuples (at most
+    `engine.eval_max_items`) and natural scenes of `split` (default `engine.natural_eval_split`)."""
     from models.separator.infer import Separator
 
     sep = Separator.load(checkpoint, cfg.engine.device)
-    sr = sep.sample_rate
-    syn = evaluate(sep, islice(items_from_shards([synthetic_test_dir], sr), cfg.engine.eval_max_items), absent_queries=True,
-                   seed=cfg.run.seed)
-    nat = evaluate(sep, natural_items(corpus["scenes"], corpus["audit"], cfg.engine.natural_eval_split, sr), absent_queries=False,
-                   seed=cfg.run.seed)
-
-    def num(x: Any) -> float | None:
-        return None if x is None or not np.isfinite(x) else round(float(x), 3)
-
-    return {
-        "sdri_db": num(syn["overall"].get("sdri")),
-        "si_sdri_db": num(syn["overall"].get("si_sdri")),
-        "silence_sdr_db": num(syn["absent_queries"].get("median_silence_sdr")),
-        "silence_sdr_mean_db": num(syn["absent_queries"].get("silence_sdr")),
-        "natural_sdri_db": num(nat["overall"].get("sdri")),
-        "natural_si_sdri_db": num(nat["overall"].get("si_sdri")),
-        "natural_items": int(nat["overall"].get("n", 0)),
-        "synthetic_items": int(syn["overall"].get("n", 0)),
-        "natural_per_class": {c: num(v.get("sdri")) for c, v in nat["per_class"].items()},
-    }
+    result = evaluate_separator(sep, [synthetic_test_dir], [(corpus["scenes"], corpus["audit"])],
+                                split or cfg.engine.natural_eval_split, seed=cfg.run.seed,
+                                max_synthetic_items=cfg.engine.eval_max_items, absent_queries=True)
+    return summarize(result)

@@ -1,12 +1,15 @@
 """Run steps that train models: the separator (bootstrap and retrain) and the mini scorers (CLAP, judge, PC).
 
-Budgets: every trainer is capped so the demo run fits in 15 minutes on 2 cores; the separator by wall-clock
-(`engine.separator_budget_s`, `engine.retrain_budget_s`), the scorers by their step counts in their own sections.
+Budgets: every trainer is capped so the demo run fits in 15 minutes on 2 cores; the separator by optimiser steps
+(`engine.separator_steps`, `engine.retrain_steps`), the scorers by their step counts in their own sections.
+The separator trains under Ray Train (`engine/ray_train.py`, `engine.train_workers` DDP ranks) with the Ray backend,
+in this process with the in-process backend: the same loop either way.
 """
 from __future__ import annotations
 
 import logging
-from typing import Any, Iterable
+from functools import partial
+from typing import Any, Callable, Sequence
 
 from engine.workspace import Workspace
 from storage.manifests import file_hash
@@ -14,32 +17,79 @@ from storage.manifests import file_hash
 log = logging.getLogger("stemforge.run")
 
 
-def _val_samples(val_dir: str, sr: int, limit: int) -> list[dict[str, Any]]:
-    from itertools import islice
+def _clean_tracks(sources: str, audio_cfg: Any, limit: int, seed: int) -> list[dict[str, Any]]:
+    """Clean single-label clips of the train split as ITT partner tracks (ClearSep: kept *or clean* tracks)."""
+    import numpy as np
 
-    from models.separator.data import read_shard_dir
+    from storage.audio import load_audio
+    from storage.manifests import iter_rows
 
-    return list(islice(read_shard_dir(val_dir, sr), limit))
+    rows = [r for r in iter_rows(sources, columns=["clip_id", "path", "labels", "split"], expect="source_clip")
+            if r["split"] == "train" and len(r["labels"] or []) == 1]
+    rng = np.random.default_rng(seed)
+    picked = [rows[int(i)] for i in rng.permutation(len(rows))[:limit]]
+    return [{"__key__": r["clip_id"], "target": load_audio(r["path"], audio_cfg),
+             "json": {"target_labels": list(r["labels"]), "sample_rate": audio_cfg.sample_rate}} for r in picked]
 
 
-def train_separator_step(ws: Workspace, cfg: Any, name: str, streams: list[tuple[Iterable[dict[str, Any]], float]],
-                         val_dir: str, budget_s: float, init: str | None = None, lineage: dict[str, Any] | None = None,
-                         grad_threads: int | None = None) -> dict[str, Any]:
-    """Train into `<name>/` (resuming from its last.pt) and return the best checkpoint and its hash.
+def retrain_weights(cfg: Any, tiers: dict[str, Any]) -> dict[str, float]:
+    """Normalised `engine.retrain_ratios` over synthetic and the non-empty tiers."""
+    from pipelines.training_data import normalised_ratios
 
-    `grad_threads` overrides `separator.grad_threads` (the run passes 1 while the scorers train on the other core)."""
-    from models.separator.train import train_separator
+    available = ["synthetic"] + [t for t in ("itt", "sst") if tiers.get(t, {}).get("count", 0) > 0]
+    return normalised_ratios(cfg.engine.retrain_ratios, available)
 
-    update: dict[str, Any] = {"time_budget_s": float(budget_s), "seed": cfg.run.seed}
-    if grad_threads is not None:
-        update["grad_threads"] = int(grad_threads)
-    scfg = cfg.separator.model_copy(update=update)
+
+def retrain_streams(cfg: Any, synthetic_train: str, tiers: dict[str, Any], sources: str, seed: int) -> list[tuple[Any, float]]:
+    """(source, weight) pairs for synthetic / ITT / SST with the configured ratios (empty tiers left out).
+
+    Called where the training runs (each Ray Train rank builds its own: only shard indexes and the few kept tracks
+    are loaded, and every source is indexable, so ranks and resumed runs draw the same samples)."""
+    from models.separator.data import ShardSource, read_samples
+    from pipelines.training_data import ITTBuilder, sst_sample
+
+    sr = cfg.separator.sample_rate
+    built: dict[str, Any] = {"synthetic": ShardSource([synthetic_train], sr)}
+    weights = retrain_weights(cfg, tiers)
+    if "itt" in weights:
+        clean = _clean_tracks(sources, cfg.audio, limit=200, seed=seed)
+        built["itt"] = ITTBuilder(read_samples([tiers["itt"]["dir"]], sr), clean, seed=seed,
+                                  max_others=cfg.engine.itt_max_others)
+    if "sst" in weights:
+        built["sst"] = [sst_sample(s) for s in read_samples([tiers["sst"]["dir"]], sr)]
+    return [(built[k], w) for k, w in weights.items()]
+
+
+def train_separator_step(ws: Workspace, cfg: Any, name: str, streams: Callable[[], Sequence[tuple[Any, float]]],
+                         val_dir: str, steps: int, init: str | None = None,
+                         lineage: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train `steps` optimiser steps into `<name>/separator/` (resuming from its last.pt) and return the best
+    checkpoint and its hash.
+
+    `streams` is a picklable callable returning `(source, weight)` pairs (e.g. `partial(shard_streams, [dir], sr)`,
+    `partial(retrain_streams, ...)`): it runs inside every training worker. With `engine.backend: ray` the fit runs
+    under Ray Train with `engine.train_workers` ranks (within the run's Ray session); otherwise in this process."""
+    from engine.ray_train import FitSpec, run_spec, val_samples
+
+    scfg = cfg.separator.model_copy(update={"max_steps": int(steps), "seed": cfg.run.seed})
     out = ws.path(name, "separator")
-    val = _val_samples(val_dir, scfg.sample_rate, scfg.val_max)
-    res = train_separator(scfg, streams, val, out, init=init, lineage=lineage or {})
+    spec = FitSpec(separator=scfg, streams=streams, val=partial(val_samples, [str(val_dir)], scfg.sample_rate, scfg.val_max),
+                   out_dir=str(out), init=init, lineage=lineage or {})
+    workers = int(cfg.engine.train_workers)
+    if cfg.engine.backend == "ray":
+        from engine.ray_runtime import ray_session
+        from engine.ray_train import fit_separator, resolve_use_gpu
+
+        with ray_session(cfg.engine.ray):
+            res = fit_separator(spec, num_workers=workers, use_gpu=resolve_use_gpu(cfg.engine, scfg.device),
+                                max_failures=int(cfg.engine.train_max_failures))
+    else:
+        if workers > 1:
+            log.warning("engine.train_workers=%d needs engine.backend: ray; training in this process", workers)
+        res = run_spec(spec)
     best = str(res.best)
     return {"checkpoint": best, "checkpoint_hash": file_hash(best)[:16], "epochs": res.epochs, "steps": res.steps,
-            "train_seconds": round(res.seconds, 1), "best_metrics": res.best_metrics}
+            "train_seconds": round(res.seconds, 1), "best_metrics": res.best_metrics, "train_workers": workers}
 
 
 SCORER_STEP_KEYS = {"clap": ("clap", "steps"), "judge_pretrain": ("judge", "pretrain_steps"),

@@ -17,6 +17,10 @@ ITERATION_KEYS = ("iteration", "separator_checkpoint", "sdri_db", "si_sdri_db", 
                   "candidates", "kept_itt", "kept_sst", "kept_hours_itt", "kept_hours_sst", "re_sdr_mean_db",
                   "prop_re_sdr_gt15", "rejections")
 
+# evaluation figures beside SDRi (engine/evaluation.py REPORT_KEYS; models/separator/evaluate.py defines them)
+EVAL_KEYS = ("iteration", "natural_items", "natural_sdri_db", "natural_sdri_ci95_db", "natural_silent_baseline_sdri_db",
+             "natural_silent_share", "sdri_db", "sdri_ci95_db", "silent_baseline_sdri_db", "silent_share")
+
 SCORE_THRESHOLDS = (("re_sdr_db", "itt_min_db"), ("clap_target", "clap_target_min"), ("clap_residual", "clap_residual_max"),
                     ("pc_target", "pc_max"), ("silence_ratio", "silence_ratio_max"), ("judge_overall", "judge_min"))
 
@@ -28,6 +32,8 @@ def _fmt(v: Any) -> str:
         return f"{v:.3f}" if abs(v) < 10 else f"{v:.2f}"
     if isinstance(v, dict):
         return ", ".join(f"{k}: {n}" for k, n in v.items()) or "-"
+    if isinstance(v, list) and len(v) == 2 and all(isinstance(x, (int, float)) for x in v):
+        return f"[{v[0]:.2f}, {v[1]:.2f}]"  # a 95 % interval
     return str(v)
 
 
@@ -103,6 +109,26 @@ def plot_sweep(sweep: list[dict[str, Any]], path: Path) -> Path:
     return path
 
 
+def per_class_rows(iterations: list[dict[str, Any]], key: str = "natural_per_class") -> tuple[list[dict[str, Any]], list[str]]:
+    """One row per target class: n, the all-zero-estimate SDRi (checkpoint-independent) and SDRi / silent share
+    per iteration; returns (rows, column names)."""
+    classes = sorted({c for r in iterations for c in (r.get(key) or {})})
+    cols = ["class", "n", "zero_est_sdri_db"]
+    for r in iterations:
+        cols += [f"sdri_db_{r['iteration']}", f"silent_{r['iteration']}"]
+    rows = []
+    for c in classes:
+        row: dict[str, Any] = {"class": c}
+        for r in iterations:
+            pc = (r.get(key) or {}).get(c) or {}
+            row.setdefault("n", pc.get("n"))
+            row.setdefault("zero_est_sdri_db", pc.get("silent_baseline_sdri_db"))
+            row[f"sdri_db_{r['iteration']}"] = pc.get("sdri_db")
+            row[f"silent_{r['iteration']}"] = pc.get("silent_share")
+        rows.append(row)
+    return rows, cols
+
+
 def write_report(root: Path, report: dict[str, Any], last_table: dict[str, np.ndarray] | None) -> dict[str, str]:
     """Write report.json, report.md and plots under `root`; returns the written paths."""
     root = Path(root)
@@ -124,6 +150,16 @@ def write_report(root: Path, report: dict[str, Any], last_table: dict[str, np.nd
           _table(its, [k for k in ITERATION_KEYS if k not in ("separator_checkpoint", "rejections")]),
           "\n### Rejections per iteration (a candidate failing two filters counts under both)\n",
           _table(its, ["iteration", "rejections"])]
+    if any(r.get("natural_sdri_ci95_db") is not None or r.get("sdri_ci95_db") is not None for r in its):
+        md += ["\n## Evaluation beside SDRi (natural: held-out scenes vs audit stems; plain: synthetic tuples)\n",
+               "`*_ci95_db`: 95 % percentile-bootstrap interval of the mean; `*silent_baseline_sdri_db`: the SDRi an "
+               "all-zero estimate scores (-SDR(mixture, target)); `*silent_share`: share of present-target queries "
+               "answered with silence (estimate >= 60 dB below the mixture).\n\n",
+               _table(its, list(EVAL_KEYS))]
+        rows, cols = per_class_rows(its)
+        if rows:
+            md += ["\n### Natural-scene SDRi per target class (per iteration; zero_est = all-zero estimate)\n",
+                   _table(rows, cols)]
     if last_filter.get("sweep"):
         md += ["\n## Threshold sweep (judge overall x tier; other filters as configured)\n",
                _table(last_filter["sweep"], ["judge_threshold", "tier", "kept", "hours", "fraction"])]

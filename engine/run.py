@@ -12,53 +12,23 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
-from typing import Any, Callable
-
-import numpy as np
+from typing import Any, Callable, Iterator
 
 from engine.data_steps import step_corpus, step_synthetic
 from engine.engine_steps import step_filter, step_tiers
-from engine.evaluation import evaluate_checkpoint
-from engine.parallel import SCORER_STEPS
-from engine.model_steps import train_clap_step, train_judge_step, train_pc_step, train_separator_step
+from engine.evaluation import REPORT_KEYS, evaluate_checkpoint
+from engine.model_steps import (retrain_streams, retrain_weights, train_clap_step, train_judge_step, train_pc_step,
+                                train_separator_step)
+from engine.ray_train import shard_streams
 from engine.report import write_report
+from engine.scorer_tasks import SCORER_STEPS
 from engine.workspace import RunError, Workspace
 from storage.configio import config_hash
 
 log = logging.getLogger("stemforge.run")
-
-
-def _clean_tracks(sources: str, audio_cfg: Any, limit: int, seed: int) -> list[dict[str, Any]]:
-    """Clean single-label clips of the train split as ITT partner tracks (ClearSep: kept *or clean* tracks)."""
-    from storage.audio import load_audio
-    from storage.manifests import iter_rows
-
-    rows = [r for r in iter_rows(sources, columns=["clip_id", "path", "labels", "split"], expect="source_clip")
-            if r["split"] == "train" and len(r["labels"] or []) == 1]
-    rng = np.random.default_rng(seed)
-    picked = [rows[int(i)] for i in rng.permutation(len(rows))[:limit]]
-    return [{"__key__": r["clip_id"], "target": load_audio(r["path"], audio_cfg),
-             "json": {"target_labels": list(r["labels"]), "sample_rate": audio_cfg.sample_rate}} for r in picked]
-
-
-def retrain_streams(cfg: Any, synthetic_train: str, tiers: dict[str, Any], sources: str, seed: int) -> tuple[list[tuple[Any, float]], dict[str, float]]:
-    """(stream, weight) pairs for synthetic / ITT / SST with the configured ratios (empty tiers left out)."""
-    from models.separator.data import ShardStream, read_shard_dir
-    from pipelines.training_data import ITTBuilder, normalised_ratios, sst_sample
-
-    sr = cfg.separator.sample_rate
-    streams: dict[str, Any] = {"synthetic": ShardStream([synthetic_train], sr)}
-    if tiers["itt"]["count"] > 0:
-        tracks = list(read_shard_dir(tiers["itt"]["dir"], sr))
-        clean = _clean_tracks(sources, cfg.audio, limit=200, seed=seed)
-        streams["itt"] = ITTBuilder(tracks, clean, seed=seed, max_others=cfg.engine.itt_max_others)
-    if tiers["sst"]["count"] > 0:
-        sst = [sst_sample(s) for s in read_shard_dir(tiers["sst"]["dir"], sr)]
-        order = np.random.default_rng(seed).permutation(len(sst))
-        streams["sst"] = [sst[int(i)] for i in order]
-    weights = normalised_ratios(cfg.engine.retrain_ratios, streams.keys())
-    return [(streams[k], w) for k, w in weights.items()], weights
 
 
 class _StopAfter(Exception):
@@ -74,18 +44,32 @@ def run_job(cfg: Any, out_root: str | Path | None = None, name: str | None = Non
     """
     t_start = time.perf_counter()
     name = name or cfg.run.name
-    root = Path(out_root or cfg.run.out_root) / name
+    # absolute: Ray workers (Ray Train ranks, tasks on other nodes) do not share the driver's working directory
+    root = (Path(out_root or cfg.run.out_root) / name).absolute()
     ws = Workspace.open(root, config_hash(cfg), restart=restart, allow_config_change=cfg.engine.allow_config_change)
-    try:
-        return _run(cfg, ws, name, root, on_step, until, t_start)
-    except _StopAfter:
-        return {"name": name, "stopped_after": until, "timings": dict(ws.timings), "resumed_steps": list(ws.resumed_steps)}
+    with backend_session(cfg) as session:
+        try:
+            return _run(cfg, ws, name, root, on_step, until, t_start, session)
+        except _StopAfter:
+            return {"name": name, "stopped_after": until, "timings": dict(ws.timings),
+                    "resumed_steps": list(ws.resumed_steps), "ray": session.to_dict() if session else None}
+
+
+@contextmanager
+def backend_session(cfg: Any) -> Iterator[Any]:
+    """`engine.backend: ray`: the whole run inside one `ray_session` (started, joined or reused; its start-up time
+    goes to the log and the report); `inprocess`: no Ray at all (yields None)."""
+    if cfg.engine.backend != "ray":
+        yield None
+        return
+    from engine.ray_runtime import ray_session
+
+    with ray_session(cfg.engine.ray) as session:
+        yield session
 
 
 def _run(cfg: Any, ws: Workspace, name: str, root: Path, on_step: Callable[[str], None] | None, until: str | None,
-         t_start: float) -> dict[str, Any]:
-    from models.separator.data import ShardStream
-
+         t_start: float, session: Any = None) -> dict[str, Any]:
     from storage.configio import write_resolved
 
     write_resolved(cfg, root)
@@ -110,34 +94,36 @@ def _run(cfg: Any, ws: Workspace, name: str, root: Path, on_step: Callable[[str]
         clap = step("scorer_clap", lambda: train_clap_step(ws, cfg, corpus["sources"]))
         cfg = cfg.model_copy(update={"separator": cfg.separator.model_copy(
             update={"text_encoder": f"clap:{clap['checkpoint']}"})})
-    background = None
-    foreground = set(ws.timings)  # steps this process ran or resumed before the background process starts
-    if cfg.engine.parallel_scorers and until is None and any(ws.done(s) is None for s in SCORER_STEPS):
-        from engine.parallel import ScorerProcess
+    background = None  # the scorer Ray tasks (engine/scorer_tasks.py); the in-process backend trains them in turn below
+    foreground = set(ws.timings)  # steps this process ran or resumed before the scorer tasks start
+    pending_scorers = [s for s in SCORER_STEPS if ws.done(s) is None]
+    # `--until separator_0` would stop before the tasks are awaited (and end the session under them): train in turn
+    if session is not None and cfg.engine.parallel_scorers and until != "separator_0" and pending_scorers:
+        from engine.scorer_tasks import ScorerTasks
 
-        log.info("training the scorers in a background process alongside separator_0")
-        background = ScorerProcess(cfg, root, ws.config_hash, corpus["sources"])
+        background = ScorerTasks(cfg, root, ws.config_hash, corpus["sources"], pending_scorers,
+                                 reserved_cpus=float(cfg.engine.train_workers))
     try:
         separators = [step("separator_0", lambda: train_separator_step(
-            ws, cfg, "iter0", [(ShardStream([synthetic["dirs"]["train"]], sr), 1.0)], synthetic["dirs"]["val"],
-            cfg.engine.separator_budget_s, lineage={"iteration": 0, "data": "synthetic"},
-            grad_threads=1 if background is not None else None))]  # the scorer process has the other core
+            ws, cfg, "iter0", partial(shard_streams, [synthetic["dirs"]["train"]], sr), synthetic["dirs"]["val"],
+            cfg.engine.separator_steps, lineage={"iteration": 0, "data": "synthetic"}))]
     except BaseException:
         if background is not None:
             background.cancel()
         raise
     parallel_steps: list[str] = []
+    scorer_tasks: dict[str, Any] = {}  # where each scorer task ran (pid, host, seconds)
     if background is not None:
         t_wait = time.perf_counter()
-        background.wait()
-        log.info("background scorers: waited %.1f s after separator_0", time.perf_counter() - t_wait)
+        scorer_tasks = background.wait()
+        log.info("scorer tasks: waited %.1f s after separator_0", time.perf_counter() - t_wait)
         parallel_steps = [s for s in SCORER_STEPS if s not in foreground and s not in ws.resumed_steps]
     scorers = {
         "clap": clap if clap is not None else step("scorer_clap", lambda: train_clap_step(ws, cfg, corpus["sources"])),
         "judge": step("scorer_judge", lambda: train_judge_step(ws, cfg, corpus["sources"])),
         "pc": step("scorer_pc", lambda: train_pc_step(ws, cfg, corpus["sources"])),
     }
-    if parallel_steps:  # trained by the background process in this invocation, not resumed from an earlier one
+    if parallel_steps:  # trained by the scorer tasks in this invocation, not resumed from an earlier one
         ws.resumed_steps[:] = [s for s in ws.resumed_steps if s not in parallel_steps]
     filters: dict[int, dict[str, Any]] = {}
     for k in range(1, cfg.run.iterations + 1):
@@ -146,8 +132,9 @@ def _run(cfg: Any, ws: Workspace, name: str, root: Path, on_step: Callable[[str]
         tiers = step(f"tiers_{k - 1}", lambda: step_tiers(ws, cfg, k - 1, corpus, prev, scorers))
 
         def retrain(k: int = k, prev: dict[str, Any] = prev, tiers: dict[str, Any] = tiers) -> dict[str, Any]:
-            streams, weights = retrain_streams(cfg, synthetic["dirs"]["train"], tiers, corpus["sources"], cfg.run.seed + k)
-            out = train_separator_step(ws, cfg, f"iter{k}", streams, synthetic["dirs"]["val"], cfg.engine.retrain_budget_s,
+            weights = retrain_weights(cfg, tiers)
+            streams = partial(retrain_streams, cfg, synthetic["dirs"]["train"], tiers, corpus["sources"], cfg.run.seed + k)
+            out = train_separator_step(ws, cfg, f"iter{k}", streams, synthetic["dirs"]["val"], cfg.engine.retrain_steps,
                                        init=prev["checkpoint"], lineage={"iteration": k, "weights": weights,
                                                                          "tiers": {t: v["dir"] for t, v in tiers.items()}})
             return {**out, "weights": weights}
@@ -164,7 +151,7 @@ def _run(cfg: Any, ws: Workspace, name: str, root: Path, on_step: Callable[[str]
         f = filters.get(k, {})
         iterations.append({
             "iteration": k, "separator_checkpoint": sep["checkpoint"], "separator_hash": sep["checkpoint_hash"],
-            **{key: ev.get(key) for key in ("sdri_db", "si_sdri_db", "natural_sdri_db", "natural_si_sdri_db", "silence_sdr_db")},
+            **{key: ev.get(key) for key in REPORT_KEYS},
             **{key: f.get(key) for key in ("candidates", "kept_itt", "kept_sst", "kept_hours_itt", "kept_hours_sst",
                                            "re_sdr_mean_db", "prop_re_sdr_gt15", "prop_re_sdr_gt10", "scenes_labelled",
                                            "scenes_skipped_min_events")},
@@ -188,6 +175,8 @@ def _run(cfg: Any, ws: Workspace, name: str, root: Path, on_step: Callable[[str]
         "cpu_timings": dict(ws.cpu_timings),
         "resumed_steps": list(ws.resumed_steps),
         "parallel_steps": parallel_steps,
+        "ray": session.to_dict() if session is not None else None,
+        "scorer_tasks": scorer_tasks,
         "total_seconds": time.perf_counter() - t_start,
         "retrained_beats_bootstrap_natural": (
             None if len(iterations) < 2 or iterations[-1]["natural_sdri_db"] is None or iterations[0]["natural_sdri_db"] is None

@@ -17,6 +17,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("flows.cli_separator:evaluate", "Evaluate a separator on test mixtures."),
     "score": ("flows.cli_score:score", "Score shards with a scorer and write a Parquet table."),
     "run": ("flows.cli_run:run", "Run the whole data engine end to end (default: the embedded demo)."),
+    "submit": ("flows.cli_jobs:submit", "Submit a stemforge command (e.g. run) as a job to a Ray cluster."),
+    "jobs": ("flows.cli_jobs:jobs", "List, inspect, read the logs of and stop Ray jobs."),
 }
 
 TRAIN_COMMANDS: dict[str, tuple[str, str]] = {

@@ -25,14 +25,18 @@ def corpus() -> None:
 @corpus.command("demo")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output directory (new, or a previous demo corpus to replace).")
 @click.option("--seed", type=click.IntRange(min=0), default=None, help="Seed for every random choice (default: run.seed).")
-@click.option("--workers", type=click.IntRange(min=0), default=None, help="Worker processes (default: corpus.demo.workers; 0 = all cores).")
+@click.option("--workers", type=click.IntRange(min=0), default=None,
+              help="Units rendered at once as Ray tasks (default: corpus.demo.workers; 0 = as many as Ray has CPUs). "
+                   "--set engine.backend=inprocess renders in this process (same bytes).")
 @config_options
 def demo(cfg: Any, out_dir: str, seed: int | None, workers: int | None) -> None:
     """Synthesise the labelled demo corpus: clean clips, natural-style scenes and their audit stems.
 
-    Same seed and config give byte-identical audio files.
+    Same seed and config give byte-identical audio files, whatever the executor or the number of workers.
     """
-    from pipelines.corpus.demo import DemoCorpusError, count_jobs, generate_demo
+    from engine.data_steps import build_demo_corpus
+    from engine.ray_tasks import executor_session
+    from pipelines.corpus.demo import DemoCorpusError, count_jobs
     from storage.configio import config_hash, write_resolved
 
     if seed is not None:
@@ -45,9 +49,10 @@ def demo(cfg: Any, out_dir: str, seed: int | None, workers: int | None) -> None:
         fail(str(exc), EXIT_USAGE)
     start = time.perf_counter()
     try:
-        with progress(total, "demo corpus") as advance:
-            summary = generate_demo(out_dir, cfg.corpus.demo, cfg.run.seed, cfg.audio.sample_rate, progress=advance,
-                                    extra_summary={"config_hash": config_hash(cfg)})
+        with executor_session(cfg) as executor, progress(total, "demo corpus") as advance:
+            summary = build_demo_corpus(out_dir, cfg.corpus.demo, cfg.run.seed, cfg.audio.sample_rate,
+                                        executor=executor, progress=advance,
+                                        extra_summary={"config_hash": config_hash(cfg)})
     except DemoCorpusError as exc:
         fail(str(exc), EXIT_USAGE)
     write_resolved(cfg, out_dir)

@@ -29,14 +29,17 @@ RECIPE_NAMES = ("triplets", "noisy_music", "noisy_speech", "noisy_sound", "promp
 @click.option("--num", type=click.IntRange(min=1), default=None, help="Number of tuples to render.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None, help="Shard store directory (resumable).")
 @click.option("--seed", type=click.IntRange(min=0), default=None, help="Seed (default: run.seed).")
-@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Worker processes (one shard group each).")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Shard groups rendered at once: Ray tasks in flight (engine.backend: ray; inprocess runs one).")
 @config_options
 @click.pass_context
 def mix(ctx: click.Context, cfg: Any, sources: str | None, stems_dir: str | None, scenes: str | None, recipe: str | None, num: int | None,
         out_dir: str | None, seed: int | None, workers: int) -> None:
     """Render N tuples with a recipe into a resumable WebDataset shard store.
 
-    Same sources, config and seed give identical shards; re-running after a crash continues where it stopped.
+    Same sources, config and seed give identical shards whatever --workers; re-running after a crash continues
+    where it stopped (only groups not yet committed are rendered). Every tuple that could not be rendered is
+    listed with its reason in mix_report.json.
     """
     if ctx.invoked_subcommand is not None:
         return
@@ -45,47 +48,52 @@ def mix(ctx: click.Context, cfg: Any, sources: str | None, stems_dir: str | None
         missing.append("--sources (or --stems)")
     if missing:
         fail(f"mix needs {', '.join(missing)}", EXIT_USAGE)
-    from pipelines.mixing.job import MixSampleFactory
+    from engine.ray_tasks import executor_session
+    from engine.shard_jobs import StoreJob, mix_factory_spec, write_store_job
     from pipelines.mixing.pool import PoolError
+    from storage.atomic import atomic_write_text
     from storage.configio import config_hash, write_resolved
-    from storage.shards.store import StoreError, write_store
+    from storage.shards.store import StoreError
 
     if recipe is not None:
         cfg.mixing.recipe = recipe
     if seed is not None:
         cfg.run.seed = seed
     assert num is not None and out_dir is not None
-    factory = MixSampleFactory(cfg.mixing, cfg.run.seed, sources, stems_dir, cfg.audio, scenes=scenes)
+    spec = mix_factory_spec(cfg.mixing, cfg.run.seed, cfg.audio, sources=sources, stems_dir=stems_dir, scenes=scenes)
     try:
-        factory.stage.setup()  # fail fast on an unusable pool, before any file is written
+        spec.build().stage.setup()  # fail fast on an unusable pool, before any file is written or Ray starts
     except PoolError as exc:
         fail(str(exc), EXIT_DATA)
-    if workers > 1:
-        factory = MixSampleFactory(cfg.mixing, cfg.run.seed, sources, stems_dir, cfg.audio, scenes=scenes)  # unpickled state stays small
     meta = {"producer": "mix", "recipe": cfg.mixing.recipe, "seed": cfg.run.seed, "config_hash": config_hash(cfg.mixing),
             "sample_rate": cfg.audio.sample_rate, "sources": str(Path(sources or stems_dir).resolve()),
             "scenes": str(Path(scenes).resolve()) if scenes else None}
     start = time.perf_counter()
     try:
-        with progress(num, f"mix {cfg.mixing.recipe}") as advance:
-            manifest = write_store(out_dir, factory, num, cfg.shards, meta=meta, workers=workers, progress=advance)
+        with executor_session(cfg) as executor, progress(num, f"mix {cfg.mixing.recipe}") as advance:
+            result = write_store_job(StoreJob(out_dir, num, spec, cfg.shards, meta), executor=executor,
+                                     workers=workers, progress=advance)
     except StoreError as exc:
         fail(str(exc), EXIT_USAGE)
     except PoolError as exc:
         fail(str(exc), EXIT_DATA)
     elapsed = time.perf_counter() - start
+    manifest = result.manifest
     write_resolved(cfg, out_dir)
     audio_s = manifest.get("hours", 0.0) * 3600.0
     report = {"recipe": cfg.mixing.recipe, "seed": cfg.run.seed, "requested": num, "written": manifest.get("num_samples"),
               "dropped": manifest.get("num_dropped"), "shards": manifest.get("num_shards"), "seconds": round(elapsed, 3),
               "tuples_per_s": round(num / elapsed, 2) if elapsed > 0 else None,
-              "x_realtime": round(audio_s / elapsed, 1) if elapsed > 0 else None, "errors": factory.errors[:20]}
-    from storage.atomic import atomic_write_text
-
+              "x_realtime": round(audio_s / elapsed, 1) if elapsed > 0 else None, "executor": cfg.engine.backend,
+              "workers": workers, "groups_written": result.groups_written, "groups_total": result.groups_total,
+              "num_errors": len(result.errors), "errors": result.errors}
     atomic_write_text(Path(out_dir) / "mix_report.json", json.dumps(report, indent=1))
     log.info("mix %s: %s tuples in %d shard(s), %.1f s (%.1f tuples/s, %.0fx real time), %s dropped -> %s",
              report["recipe"], report["written"], report["shards"] or 0, elapsed, report["tuples_per_s"] or 0,
              report["x_realtime"] or 0, report["dropped"], Path(out_dir).resolve())
+    if result.errors:
+        log.warning("mix: %d tuple(s) could not be rendered, first: %s: %s (all in mix_report.json)",
+                    len(result.errors), result.errors[0]["key"], result.errors[0]["reason"])
     if manifest.get("num_samples", 0) == 0:
         fail("no tuple could be rendered (see the warnings above)", EXIT_DATA)
 

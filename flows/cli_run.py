@@ -37,7 +37,8 @@ def run(cfg: Any, out_root: str | None, name: str | None, restart: bool, until: 
         fail(str(exc), EXIT_DATA)
     if "stopped_after" in report:
         click.echo(json.dumps({"stopped_after": report["stopped_after"], "resumed_steps": report["resumed_steps"],
-                               "timings": {k: round(v, 2) for k, v in report["timings"].items()}}))
+                               "timings": {k: round(v, 2) for k, v in report["timings"].items()},
+                               "ray": report.get("ray")}))
         return
     rows = report["iterations"]
     for r in rows:

@@ -4,76 +4,67 @@ One row per sample key. Columns: `key`, `shard`, the scorer's score columns (cla
 `clap_residual`; judge: `judge_overall|recall|precision|faithfulness`; pc: `pc_target`, `pc_mix`) and its identity
 (`<scorer>_backend`, `<scorer>_checkpoint_hash`, `<scorer>_version`). If TABLE exists, the new columns are joined
 onto it by key (a re-run of the same scorer replaces its columns), so running all three scorers builds one table.
-Scorers are built lazily from their config sections (`clap`, `judge`, `pc`); `--checkpoint` overrides theirs.
+The scoring runs through the engine's executor (`engine.backend`) with the engine's own scoring stages (one task per
+shard; models built in the workers from the scorer's config section; `--checkpoint` overrides its checkpoint,
+`--device` the engine's device), so a score here equals the same score in the filter step.
 """
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import click
 import numpy as np
 
-from flows.common import EXIT_DATA, EXIT_USAGE, config_options, fail, track
+from flows.common import EXIT_DATA, EXIT_USAGE, config_options, fail
 
 log = logging.getLogger("stemforge.score")
 
 SCORERS = ("clap", "judge", "pc")
+#: scorer -> (stage spec target, extra stage kwargs, score columns)
+STAGES = {
+    "clap": ("pipelines.filters.clap:ClapScoring", {}, ["clap_target", "clap_residual"]),
+    "judge": ("pipelines.filters.judge:JudgeScoring", {},
+              [f"judge_{k}" for k in ("overall", "recall", "precision", "faithfulness")]),
+    "pc": ("pipelines.filters.pc:PCScoring", {"columns": {"pc_target": "target", "pc_mix": "mixture"}}, ["pc_target", "pc_mix"]),
+}
 
 
-def build_scorer(name: str, cfg: Any, checkpoint: str | None, device: str | None) -> tuple[Any, int]:
-    """(scorer, batch size) for `name`, built from its config section; heavy modules are imported here only."""
+def score_specs(name: str, cfg: Any, checkpoint: str | None) -> list[Any]:
+    """The engine's own stages: shard samples -> `<scorer>` scores (+ its identity columns), as stage specs."""
+    from engine.executors import StageSpec
+
     section = getattr(cfg, name)
-    updates = {k: v for k, v in (("checkpoint", checkpoint), ("device", device)) if v is not None}
-    section = section.model_copy(update=updates) if updates else section
-    if name == "clap":
-        from models.clap.base import build_clap
-
-        return build_clap(section), section.batch_size
-    if name == "judge":
-        from models.judge import build_judge
-
-        return build_judge(section), section.batch_size
-    from models.aesthetics import build_pc
-
-    return build_pc(section), section.batch_size
+    if checkpoint is not None:
+        section = section.model_copy(update={"checkpoint": checkpoint})
+    target, extra, _ = STAGES[name]
+    return [StageSpec.of("pipelines.filters.scoring:LoadShardSamples"),
+            StageSpec.of(target, section=section, info_columns=True, **extra)]
 
 
-def score_batch(name: str, scorer: Any, samples: list[dict[str, Any]]) -> dict[str, np.ndarray]:
-    """Score columns for a list of decoded shard samples (equal-length groups, NaN where undefined)."""
-    from models.scoring import equal_length_groups
+def shard_tasks(urls: list[str], limit: int | None) -> list[Any]:
+    """One task per shard (`shard-NNNNN`, in store order); `limit` cuts the first N samples over all shards."""
+    from engine.executors import Task
 
-    n = len(samples)
-    meta = [s["json"] for s in samples]
-    rates = [int(m["sample_rate"]) for m in meta]
-    lengths = [len(s["target"]) for s in samples]
+    left = limit
+    tasks = []
+    for i, url in enumerate(urls):
+        n = -1
+        if left is not None:
+            if left <= 0:
+                break
+            n = left
+            left -= min(left, _count_samples(url))
+        tasks.append(Task(f"shard-{i:05d}", {"url": [url], "limit": [n]}))
+    return tasks
 
-    def run(columns: list[str], keep: list[bool], fn: Callable[[list[int], int], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-        out = {c: np.full(n, np.nan, dtype=np.float64) for c in columns}
-        for (_, sr), idx in equal_length_groups(lengths, rates, keep).items():
-            for c, v in fn(idx, sr).items():
-                out[c][idx] = np.asarray(v, dtype=np.float64)
-        return out
 
-    def stack(key: str, idx: list[int]) -> np.ndarray:
-        return np.stack([np.asarray(samples[i][key], dtype=np.float32) for i in idx])
+def _count_samples(url: str) -> int:
+    import tarfile
 
-    if name == "clap":
-        texts = [m.get("positive_text") for m in meta]
-        return run(["clap_target", "clap_residual"], [t is not None for t in texts], lambda idx, sr: {
-            "clap_target": scorer.score([texts[i] for i in idx], stack("target", idx), sr),
-            "clap_residual": scorer.score([texts[i] for i in idx], stack("residual", idx), sr)})
-    if name == "judge":
-        prompts = [m.get("prompt") or "" for m in meta]
-
-        def judge(idx: list[int], sr: int) -> dict[str, np.ndarray]:
-            res = scorer.score(stack("mix", idx), stack("target", idx), [prompts[i] for i in idx], sr)
-            return {f"judge_{k}": v for k, v in res.items()}
-
-        return run([f"judge_{k}" for k in ("overall", "recall", "precision", "faithfulness")], [True] * n, judge)
-    return run(["pc_target", "pc_mix"], [True] * n, lambda idx, sr: {
-        "pc_target": scorer.score(stack("target", idx), sr), "pc_mix": scorer.score(stack("mix", idx), sr)})
+    with tarfile.open(url) as tar:
+        return len({name.split(".", 1)[0] for name in tar.getnames()})
 
 
 def merge_into_table(out: Path, new: Any) -> Any:
@@ -97,18 +88,25 @@ def merge_into_table(out: Path, new: Any) -> Any:
 @click.option("--shards", "shards", required=True, type=click.Path(), help="Shard store directory (or one .tar shard).")
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), help="Parquet table to write or extend (joined by key).")
 @click.option("--checkpoint", default=None, help="Override <scorer>.checkpoint.")
-@click.option("--device", default=None, help="Override <scorer>.device (cpu, cuda, auto).")
+@click.option("--device", default=None, type=click.Choice(["cpu", "cuda", "auto"]), help="Override engine.device.")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Score only the first N samples.")
 @config_options
 def score(cfg: Any, scorer_name: str, shards: str, out_path: str, checkpoint: str | None, device: str | None, limit: int | None) -> None:
-    """Score shard samples with one scorer and write/extend a Parquet table keyed by sample key."""
-    import pyarrow as pa
+    """Score shard samples with one scorer and write/extend a Parquet table keyed by sample key.
+
+    Runs the engine's scoring stages through the configured executor (`engine.backend`); the judge is asked with
+    each sample's `positive_text`, exactly as in the filter step."""
+    import shutil
+    import tempfile
+
     import pyarrow.parquet as pq
 
-    from models.clap.checkpoint import CheckpointError
-    from models.scoring import info_columns
+    from engine.executors import ExecutorError, StageSetupError, build_executor
+    from engine.resources import plan_resources
+    from engine.sinks import TableSink
+    from pipelines.filters.table import read_table_parts
     from storage.atomic import atomic_path
-    from storage.shards.reader import ShardReadError, iter_samples, resolve_urls
+    from storage.shards.reader import resolve_urls
 
     if not Path(shards).exists():
         fail(f"{shards}: shard store not found", EXIT_DATA)
@@ -118,49 +116,40 @@ def score(cfg: Any, scorer_name: str, shards: str, out_path: str, checkpoint: st
         fail(f"{shards}: {exc}", EXIT_DATA)
     if not urls:
         fail(f"{shards}: no shards found", EXIT_DATA)
-    try:
-        scorer, batch_size = build_scorer(scorer_name, cfg, checkpoint, device)
-    except (ValueError, RuntimeError, FileNotFoundError) as exc:
-        # a corrupt or foreign checkpoint (each model family has its own CheckpointError) is bad input data;
-        # a missing checkpoint setting or an unavailable backend is a usage problem
-        if isinstance(exc, CheckpointError) or type(exc).__name__ == "CheckpointError":
-            fail(str(exc), EXIT_DATA)
-        fail(f"{scorer_name}: {exc}", EXIT_USAGE)
-    keys: list[str] = []
-    shard_col: list[str] = []
-    columns: dict[str, list[np.ndarray]] = {}
-    batch: list[dict[str, Any]] = []
-
-    def flush() -> None:
-        for c, v in score_batch(scorer_name, scorer, batch).items():
-            columns.setdefault(c, []).append(v)
-        batch.clear()
-
-    try:
-        for i, sample in enumerate(track(iter_samples(urls), None, f"score {scorer_name}")):
-            if limit is not None and i >= limit:
-                break
-            keys.append(str(sample["__key__"]))
-            shard_col.append(Path(str(sample.get("__url__", ""))).name)
-            batch.append(sample)
-            if len(batch) >= batch_size:
-                flush()
-        if batch:
-            flush()
-    except ShardReadError as exc:
-        fail(str(exc), EXIT_DATA)
-    if not keys:
-        fail(f"{shards}: shards hold no samples", EXIT_DATA)
-    data: dict[str, Any] = {"key": keys, "shard": shard_col}
-    data.update({c: np.concatenate(v) for c, v in columns.items()})
-    data.update(info_columns(scorer_name, scorer.info(), len(keys)))
-    table = pa.table(data)
+    if device is not None:
+        cfg = cfg.model_copy(update={"engine": cfg.engine.model_copy(update={"device": device})})
     out = Path(out_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    parts = Path(tempfile.mkdtemp(prefix=f".{out.name}.parts-", dir=out.parent))
+    sink = TableSink(str(parts))
+    try:
+        try:
+            with build_executor(cfg.engine) as executor:
+                specs = plan_resources(cfg, score_specs(scorer_name, cfg, checkpoint), executor.gpus_available())
+                summary = executor.run(specs, shard_tasks(urls, limit), sink)
+        except StageSetupError as exc:
+            # a corrupt or foreign checkpoint (each model family has its own CheckpointError) is bad input data;
+            # a missing checkpoint setting or an unavailable backend is a usage problem
+            fail(exc.message if exc.kind == "CheckpointError" else f"{scorer_name}: {exc.message}",
+                 EXIT_DATA if exc.kind == "CheckpointError" else EXIT_USAGE)
+        except ExecutorError as exc:
+            fail(str(exc), EXIT_DATA)
+        if summary.quarantined:
+            first = sink.quarantine_rows()[0]
+            fail(f"{summary.quarantined} shard(s)/sample(s) failed, first: {first['error_kind']}: {first['message']}", EXIT_DATA)
+        table = read_table_parts(sink.table_dir)
+    finally:
+        shutil.rmtree(parts, ignore_errors=True)
+    if table.num_rows == 0:
+        fail(f"{shards}: shards hold no samples", EXIT_DATA)
+    columns = STAGES[scorer_name][2]
+    table = table.select(["key", "shard", *columns, *(f"{scorer_name}_{k}" for k in ("backend", "checkpoint_hash", "version"))])
     try:
         table = merge_into_table(out, table)
     except ValueError as exc:
         fail(str(exc), EXIT_DATA)
     with atomic_path(out, suffix=".parquet") as tmp:
         pq.write_table(table, tmp)
-    summary = ", ".join(f"{c} median {np.nanmedian(data[c]):.3f}" for c in columns if np.isfinite(data[c]).any())
-    click.echo(f"wrote {out} ({len(keys)} samples; {summary})", err=True)
+    data = {c: np.asarray(table.column(c).to_numpy(zero_copy_only=False), dtype=np.float64) for c in columns}
+    summary_text = ", ".join(f"{c} median {np.nanmedian(v):.3f}" for c, v in data.items() if np.isfinite(v).any())
+    click.echo(f"wrote {out} ({table.num_rows} samples; {summary_text})", err=True)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -17,35 +16,54 @@ from flows.common import EXIT_DATA, EXIT_USAGE, config_options, fail, log
 @click.option("--preset", type=click.Choice(["tiny", "clapsep"]), default=None, help="Model preset (default: separator.preset).")
 @click.option("--init", "init", type=click.Path(exists=True, dir_okay=False), default=None, help="Fine-tune from this checkpoint.")
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False), help="Best checkpoint path; OUT.run/ keeps last.pt for resuming.")
-@click.option("--minutes", type=float, default=None, help="Wall-time budget (default: separator.time_budget_s).")
+@click.option("--steps", type=int, default=None, help="Budget in optimiser steps (default: separator.max_steps).")
+@click.option("--workers", type=int, default=1, show_default=True,
+              help="Data-parallel training workers: >1 trains under Ray Train (DDP; engine.ray says where Ray runs; "
+                   "separator.batch_size is the global batch).")
 @click.option("--no-resume", is_flag=True, help="Start over even if OUT.run/last.pt exists.")
 @config_options
 def train_separator(cfg: Any, shards: tuple[str, ...], val_dirs: tuple[str, ...], preset: str | None, init: str | None,
-                    out: str, minutes: float | None, no_resume: bool) -> None:
+                    out: str, steps: int | None, workers: int, no_resume: bool) -> None:
     """Train the query-conditioned separator from WebDataset shards."""
     from models.separator.atomic_copy import copy_atomic
-    from models.separator.data import ShardDataError, ShardStream
+    from models.separator.data import ShardDataError, ShardSource, read_samples
     from models.separator.train import train_separator as train
 
     scfg = cfg.separator
     updates: dict[str, Any] = {}
     if preset:
         updates["preset"] = preset
-    if minutes is not None:
-        updates["time_budget_s"] = minutes * 60.0
+    if steps is not None:
+        updates["max_steps"] = steps
     scfg = scfg.model_copy(update=updates)
     try:
         if val_dirs:
-            stream = ShardStream(list(shards), scfg.sample_rate)
-            val = list(islice(ShardStream(list(val_dirs), scfg.sample_rate), scfg.val_max))
+            stream = ShardSource(list(shards), scfg.sample_rate)
+            val = read_samples(list(val_dirs), scfg.sample_rate, scfg.val_max)
         else:
-            stream = ShardStream(list(shards), scfg.sample_rate, holdout=10)
-            val = list(islice(ShardStream(list(shards), scfg.sample_rate, holdout=10, only_holdout=True), scfg.val_max))
+            stream = ShardSource(list(shards), scfg.sample_rate, holdout=10)
+            held = ShardSource(list(shards), scfg.sample_rate, holdout=10, only_holdout=True)
+            val = [held[i] for i in range(min(len(held), scfg.val_max))]
         if not val:
             fail("no validation samples (give --val or more samples in --shards)", EXIT_DATA)
         run_dir = Path(out).with_suffix(Path(out).suffix + ".run")
-        result = train(scfg, [(stream, 1.0)], val, run_dir, init=init, resume=not no_resume,
-                       lineage={"shards": stream.lineage(), "val": [str(v) for v in val_dirs]})
+        lineage = {"shards": stream.lineage(), "val": [str(v) for v in val_dirs]}
+        if workers > 1:
+            import shutil
+            from functools import partial
+
+            from engine.ray_runtime import ray_session
+            from engine.ray_train import FitSpec, fit_separator, given, resolve_use_gpu
+
+            if no_resume:
+                shutil.rmtree(run_dir, ignore_errors=True)
+            spec = FitSpec(separator=scfg, streams=partial(given, [(stream, 1.0)]), val=partial(given, val),
+                           out_dir=str(run_dir), init=init, lineage=lineage)
+            with ray_session(cfg.engine.ray):
+                result = fit_separator(spec, num_workers=workers, use_gpu=resolve_use_gpu(cfg.engine, scfg.device),
+                                       max_failures=cfg.engine.train_max_failures)
+        else:
+            result = train(scfg, [(stream, 1.0)], val, run_dir, init=init, resume=not no_resume, lineage=lineage)
     except ShardDataError as exc:
         fail(str(exc), EXIT_DATA)
         return
@@ -97,18 +115,22 @@ def separate(cfg: Any, ckpt: str, audio: str, query: str | None, negative: str |
 
 @click.command("evaluate")
 @click.option("--separator", "ckpt", required=True, type=click.Path(exists=True, dir_okay=False), help="Separator checkpoint.")
-@click.option("--test", "tests", multiple=True, required=True, type=click.Path(exists=True), help="Shard dir(s), or a demo corpus / scene manifest dir (its test split with audit stems).")
+@click.option("--test", "tests", multiple=True, required=True, type=click.Path(exists=True), help="Shard dir(s), or a demo corpus / scene manifest dir (its --split scenes with audit stems).")
+@click.option("--split", default="test", show_default=True, help="Natural-scene split to evaluate.")
+@click.option("--max-items", type=int, default=None, help="Evaluate at most this many shard tuples (the run uses engine.eval_max_items).")
 @click.option("--json", "json_out", default=None, type=click.Path(dir_okay=False), help="Write the report as JSON here.")
 @click.option("--gate-threshold", type=float, default=None, help="Override the presence-gate threshold (0 = gate off).")
-@click.option("--no-absent", is_flag=True, help="Skip the extra absent-class queries.")
+@click.option("--no-absent", is_flag=True, help="Skip the extra absent-class queries on shard tuples.")
 @click.option("--device", default=None, help="cpu / cuda (default: separator.device).")
 @config_options
-def evaluate(cfg: Any, ckpt: str, tests: tuple[str, ...], json_out: str | None, gate_threshold: float | None,
-             no_absent: bool, device: str | None) -> None:
-    """Evaluate a separator: SDR, SDRi, SI-SDRi per class and overall; Silence-SDR for absent-class queries."""
+def evaluate(cfg: Any, ckpt: str, tests: tuple[str, ...], split: str, max_items: int | None, json_out: str | None,
+             gate_threshold: float | None, no_absent: bool, device: str | None) -> None:
+    """Evaluate a separator the way the run does (engine/evaluation.py: one code path, one query policy): SDR, SDRi,
+    SI-SDRi overall and per class with 95% intervals, the all-zero-estimate baseline, the share of silent answers,
+    and Silence-SDR for absent-class queries."""
+    from engine.evaluation import evaluate_separator, format_report, natural_manifests
     from models.separator.checkpoint import CheckpointError
     from models.separator.data import ShardDataError
-    from models.separator.evaluate import evaluate as run_eval, format_table, items_from_manifest, items_from_shards
     from models.separator.infer import Separator
     from storage.atomic import atomic_write_text
 
@@ -117,19 +139,21 @@ def evaluate(cfg: Any, ckpt: str, tests: tuple[str, ...], json_out: str | None, 
     except CheckpointError as exc:
         fail(str(exc), EXIT_USAGE)
         return
-    items = []
+    shard_dirs: list[Path] = []
+    natural: list[tuple[str, str]] = []
     try:
         for t in tests:
             p = Path(t)
             if (p / "manifests").is_dir() or any(p.glob("part-*.parquet")):
-                items.extend(items_from_manifest(p, sep.sample_rate))
+                natural.append(natural_manifests(p))
             else:
-                items.extend(items_from_shards([p], sep.sample_rate))
-        report = run_eval(sep, items, absent_queries=not no_absent, seed=cfg.run.seed)
-    except (ShardDataError, FileNotFoundError) as exc:
+                shard_dirs.append(p)
+        report = evaluate_separator(sep, shard_dirs, natural, split, seed=cfg.run.seed, max_synthetic_items=max_items,
+                                    absent_queries=not no_absent)
+    except (ShardDataError, FileNotFoundError, ValueError) as exc:
         fail(str(exc), EXIT_DATA)
         return
-    click.echo(format_table(report))
+    click.echo(format_report(report))
     if json_out:
         atomic_write_text(json_out, json.dumps(report, indent=2))
         log.info("report written to %s", json_out)

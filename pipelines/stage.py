@@ -1,65 +1,106 @@
 """The stage protocol shared by every batch-processing step of the data engine.
 
 Why a protocol here and not in `engine`: stages live in `pipelines` (signal processing, scoring, decisions) and
-must not depend on how they are executed. The engine imports this module; an in-process executor and a Ray
-executor can both drive the same stage objects because everything an executor needs to know (name, resources,
-batch size) is plain data on the stage.
+must not depend on how they are executed. An executor builds each stage *inside its worker* from a serialisable
+spec (class path + JSON-able kwargs), calls `setup(ctx)` once there, then feeds it batches. Everything an executor
+needs to know before any model loads is plain data on the stage: its name and the columns it reads and writes.
+How many CPUs/GPUs a stage gets and its batch size are decided by the engine from the config
+(`engine/resources.py`), never by the stage.
 
 A batch is a column dict: every value is a numpy array or a list with the same leading length (the rows).
 Audio columns are object arrays or lists of float32 `[T]` arrays, because scenes differ in length.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Iterable, Iterator, Protocol, runtime_checkable
+import json
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 
 Batch = dict[str, Any]
+T = TypeVar("T")
 
 
-@dataclass(frozen=True)
-class Resources:
-    """What one replica of a stage needs; a Ray executor maps this to `num_cpus`/`num_gpus`/`batch_size`."""
+class ModelCache:
+    """Model instances of one worker process keyed by (kind, canonical JSON of their spec).
 
-    cpus: float = 1.0
-    gpus: float = 0.0
-    batch_size: int = 16
+    Why: fused stages in one worker (the pseudo-labeller's reranking CLAP and judge, the scoring stages' CLAP and
+    judge) ask for the same model with the same spec and must share one instance instead of loading copies.
+    """
 
-    def __post_init__(self) -> None:
-        if self.cpus < 0 or self.gpus < 0:
-            raise ValueError(f"resources must be non-negative, got cpus={self.cpus} gpus={self.gpus}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+    def __init__(self) -> None:
+        self._models: dict[tuple[str, str], Any] = {}
+        self.loads: list[str] = []  # kinds in load order (tests and stats: how many models this worker built)
+
+    def get(self, kind: str, spec: Mapping[str, Any], build: Callable[[], T]) -> T:
+        key = (kind, json.dumps(spec, sort_keys=True, default=str))
+        if key not in self._models:
+            self._models[key] = build()
+            self.loads.append(kind)
+        return self._models[key]
+
+
+@dataclass
+class StageContext:
+    """What a worker hands every stage's `setup`: the torch device it was given and its shared model cache."""
+
+    device: str = "cpu"
+    models: ModelCache = field(default_factory=ModelCache)
 
 
 @runtime_checkable
 class Stage(Protocol):
-    """A named, resourced transformation of column batches. `setup()` loads models once per replica."""
+    """A named transformation of column batches with declared columns. `setup(ctx)` loads models once per worker."""
 
     name: str
-    resources: Resources
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
 
-    def setup(self) -> None: ...
+    def setup(self, ctx: StageContext) -> None: ...
 
     def __call__(self, batch: Batch) -> Batch: ...
 
 
 class BaseStage:
-    """Convenience base: a no-op `setup`, a default name and default resources; subclasses implement `__call__`."""
+    """Convenience base: a default name, declared columns and per-call counters; subclasses implement `__call__`.
+
+    Columns: `inputs` must exist before the stage runs; `outputs` are added; `drops` are removed; a stage with
+    `passthrough = False` emits only its `outputs` (it reshapes rows, e.g. one scene -> one row per track).
+    Counters (`count`) are per-call numbers the executor collects into the run summary (e.g. scenes skipped for
+    too few events), so nothing is kept as driver-side state.
+    """
 
     name: str = ""
-    resources: Resources = Resources()
+    inputs: tuple[str, ...] = ()
+    outputs: tuple[str, ...] = ()
+    drops: tuple[str, ...] = ()
+    passthrough: bool = True
+    uses_models: bool = False  # True: holds models (the engine runs it in a long-lived actor)
 
     def __init__(self) -> None:
         if not self.name:
             self.name = type(self).__name__
+        self._counts: dict[str, int] = {}
 
-    def setup(self) -> None:
+    def setup(self, ctx: StageContext) -> None:
         """Load heavy state (models) here, not in `__init__`, so constructing a pipeline stays cheap."""
+
+    def count(self, name: str, n: int = 1) -> None:
+        self._counts[name] = self._counts.get(name, 0) + int(n)
+
+    def take_counts(self) -> dict[str, int]:
+        counts, self._counts = getattr(self, "_counts", {}), {}
+        return counts
 
     def __call__(self, batch: Batch) -> Batch:  # pragma: no cover - abstract
         raise NotImplementedError
+
+
+def columns_after(stage: Any, available: Iterable[str]) -> set[str]:
+    """Columns present after `stage` ran on a batch with `available` columns (its declared effect)."""
+    cols = set(available) if getattr(stage, "passthrough", True) else set()
+    return (cols | set(getattr(stage, "outputs", ()))) - set(getattr(stage, "drops", ()))
 
 
 class BatchError(ValueError):

@@ -116,22 +116,44 @@ def _fit(audio: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
 
 
 class ITTBuilder:
-    """Endless ITT samples: a kept track mixed with 1..max_others tracks of other labels from kept + clean pools."""
+    """ITT samples: a kept track mixed with 1..max_others tracks of other labels from kept + clean pools.
+
+    A sized, indexable sample source (what the separator trainer draws from): item i is track `i % len(tracks)`
+    mixed with partners and gains drawn from `(seed, i)`, so `variants` different mixtures exist per track and any
+    item can be rebuilt anywhere (another process, a resumed run) without replaying a stream.
+    """
 
     def __init__(self, tracks: Sequence[Sample], others: Sequence[Sample] = (), seed: int = 0, max_others: int = 2,
-                 snr_db: tuple[float, float] = (-5.0, 5.0)) -> None:
+                 snr_db: tuple[float, float] = (-5.0, 5.0), variants: int = 16) -> None:
         if not tracks:
             raise TrainingDataError("ITT needs at least one kept track")
+        if variants < 1:
+            raise TrainingDataError(f"variants must be >= 1, got {variants}")
         self.tracks = list(tracks)
         self.pool = list(tracks) + list(others)
-        self.rng = np.random.default_rng(seed)
         self.seed = seed
         self.max_others = max_others
         self.snr_db = snr_db
-        self.count = 0
+        self.variants = variants
 
-    def build(self, track: Sample, rng: np.random.Generator | None = None) -> Sample:
-        rng = rng if rng is not None else self.rng
+    def __len__(self) -> int:
+        return len(self.tracks) * self.variants
+
+    def __getitem__(self, i: int) -> Sample:
+        if not 0 <= i < len(self):
+            raise IndexError(f"ITT item {i} outside [0, {len(self)})")
+        return self.build(self.tracks[i % len(self.tracks)], np.random.default_rng([self.seed, i]), i)
+
+    def __iter__(self) -> Iterator[Sample]:
+        return (self[i] for i in range(len(self)))
+
+    def metas(self) -> list[dict[str, Any]]:
+        """Label-level metadata of the items (query vocabulary and phrases) without mixing any audio."""
+        out = [{"target_labels": [_label_of(t)], "positive_labels": [_label_of(t)], "positive_text": query_text([_label_of(t)])}
+               for t in self.tracks]
+        return out + [{"target_labels": [_label_of(o)]} for o in self.pool[len(self.tracks):]]
+
+    def build(self, track: Sample, rng: np.random.Generator, index: int) -> Sample:
         label = _label_of(track)
         target = np.asarray(track["target"], dtype=np.float32)
         n = len(target)
@@ -160,7 +182,7 @@ class ITTBuilder:
         scale = 0.95 / peak if peak > 0.95 else 1.0
         sr = int(track["json"]["sample_rate"])
         meta = {
-            "key": f"itt-{self.seed}-{self.count:07d}",
+            "key": f"itt-{self.seed}-{index:07d}",
             "sample_rate": sr, "num_frames": n, "duration_s": n / sr, "recipe": "itt", "operator": "extract",
             "prompt": query_text([label]), "positive_labels": [label], "negative_labels": other_labels,
             "positive_text": query_text([label]), "negative_text": query_text(other_labels),
@@ -169,17 +191,7 @@ class ITTBuilder:
             "seed": self.seed, "lineage": {"source_clip_ids": [track["__key__"]] + [o["__key__"] for o in chosen], "recipe": "itt"},
             "scene_lineage": track["json"].get("scene_lineage", {}),
         }
-        self.count += 1
         return {"__key__": meta["key"], "mix": mix * scale, "target": target * scale, "residual": residual * scale, "json": meta}
-
-    def __iter__(self) -> Iterator[Sample]:
-        """Each `iter()` restarts the same seeded sequence, so a trainer that resumes by skipping N samples
-        sees exactly the samples an uninterrupted run would."""
-        rng = np.random.default_rng(self.seed)
-        self.count = 0
-        while True:
-            for idx in rng.permutation(len(self.tracks)):
-                yield self.build(self.tracks[int(idx)], rng)
 
 
 def cycle_shuffled(samples: Sequence[Sample], seed: int) -> Iterator[Sample]:

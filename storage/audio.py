@@ -16,6 +16,7 @@ import soundfile as sf
 from pydantic import Field
 
 from storage.configio import Section
+from storage.errors import reconstructible
 
 ERROR_KINDS = (
     "missing",
@@ -33,6 +34,7 @@ MIN_SANE_RATE = 1000
 MAX_SANE_RATE = 384_000
 
 
+@reconstructible
 class AudioError(ValueError):
     def __init__(self, path: str | Path, kind: str, message: str):
         assert kind in ERROR_KINDS, kind

@@ -12,6 +12,7 @@ from typing import Any, Iterable, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
+from storage.errors import reconstructible
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -22,6 +23,7 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+@reconstructible
 class ConfigError(ValueError):
     """A configuration problem, naming the file and the offending key path."""
 

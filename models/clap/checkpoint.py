@@ -13,8 +13,10 @@ from typing import Any
 import torch
 
 from storage.atomic import atomic_path
+from storage.errors import reconstructible
 
 
+@reconstructible
 class CheckpointError(ValueError):
     """A checkpoint that is missing, corrupt, or not of the expected format; names the file."""
 

@@ -15,8 +15,10 @@ from typing import Any
 import torch
 
 from storage.atomic import atomic_write_bytes
+from storage.errors import reconstructible
 
 
+@reconstructible
 class CheckpointError(ValueError):
     """A checkpoint that is missing, corrupt, or not of the expected kind; the message names the file."""
 

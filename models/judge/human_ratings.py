@@ -20,10 +20,12 @@ from models.judge.config import JudgeConfig
 from models.judge.model import AXES, MiniJudge
 from models.judge.train import correlations, finetune_ratings, predict
 from storage.audio import AudioConfig, AudioError, load_audio
+from storage.errors import reconstructible
 
 COLUMNS = ("mixture", "output", "text") + AXES
 
 
+@reconstructible
 class RatingsError(ValueError):
     def __init__(self, path: str | Path, message: str):
         self.path = str(path)

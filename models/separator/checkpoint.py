@@ -17,11 +17,13 @@ from torch import nn
 
 from storage.atomic import atomic_path
 from storage.version import code_version
+from storage.errors import reconstructible
 
 FORMAT = "stemforge-separator/1"
 REQUIRED = ("format", "preset", "hparams", "state_dict", "text_encoder", "config", "lineage", "metrics", "code_version")
 
 
+@reconstructible
 class CheckpointError(ValueError):
     def __init__(self, path: str | Path, message: str):
         self.path = str(path)

@@ -3,7 +3,8 @@
 Defaults are the embedded demo: the CPU-friendly `tiny` preset at 16 kHz with the hashed text encoder. The
 training hyper-parameters follow ClearSep App. A.1 (AdamW 0.9/0.999, wd 1e-2, lr 2e-4 decayed by 0.3 on a
 5-epoch plateau down to 5e-6, loss -0.9 SDR - 0.1 SI-SDR) except batch size and epoch length, which are scaled to
-a 2-core machine (an "epoch" here is `steps_per_epoch` optimiser steps over endless sample streams).
+a 2-core machine. The budget is `max_steps` optimiser steps of a global batch of `batch_size` (split across the
+training workers); an "epoch" is the validation / checkpoint interval of `steps_per_epoch` steps.
 """
 from __future__ import annotations
 
@@ -37,12 +38,12 @@ class SeparatorConfig(Section):
     lora_rank: int = Field(16, gt=0)
     masknet_layers: int = Field(3, gt=0)
     # training
-    batch_size: int = Field(16, gt=0)
+    batch_size: int = Field(16, gt=0, description="global batch per optimiser step (divided among the training workers)")
     lr: float = Field(2e-3, gt=0.0)
     min_lr: float = Field(5e-6, gt=0.0)
     weight_decay: float = 1e-2
     lr_schedule: Literal["plateau", "cosine"] = Field("plateau", description="plateau: ClearSep's x plateau_factor on a "
-                                                      "val-loss plateau; cosine: lr -> min_lr over the time/epoch budget")
+                                                      "val-loss plateau; cosine: lr -> min_lr over max_steps")
     plateau_factor: float = Field(0.3, gt=0.0, lt=1.0)
     plateau_patience: int = Field(5, ge=0)
     grad_clip: float = Field(5.0, gt=0.0)
@@ -53,16 +54,13 @@ class SeparatorConfig(Section):
     silence_aug_prob: float = Field(0.2, ge=0.0, le=1.0, description="trainer-side silence augmentation (paper: 0.05)")
     query_mix: dict[str, float] = Field(default_factory=lambda: {"pos": 0.25, "neg": 0.25, "posneg": 0.5},
                                         description="resampling of the query side when the sample allows it; {} = as the shards specify")
-    steps_per_epoch: int = Field(50, gt=0)
-    max_epochs: int = Field(1000, gt=0)
-    time_budget_s: float = Field(600.0, gt=0.0, description="stop after this much wall time (whole epochs)")
+    max_steps: int = Field(1000, gt=0, description="training budget in optimiser steps (a fine-tune counts its own)")
+    steps_per_epoch: int = Field(50, gt=0, description="validation and checkpoint interval in steps")
     val_max: int = Field(64, gt=0, description="validation samples used per epoch")
-    workers: int = Field(0, ge=0, description="DataLoader workers for torch IterableDataset streams")
+    workers: int = Field(0, ge=0, description="DataLoader worker processes that decode and crop batches ahead (0 = inline)")
     device: str = Field("auto", description="'auto', 'cpu', 'cuda', 'cuda:1'")
     amp: bool = Field(True, description="bfloat16 autocast on CUDA (ignored on CPU)")
     threads: int = Field(1, ge=0, description="torch.set_num_threads on CPU (0 = leave torch default); see docs/perf/separator.md")
-    grad_threads: int = Field(1, ge=1, description="split each batch across this many threads that compute their share's "
-                              "gradient concurrently (CPU data parallelism; use grad_threads x threads <= cores)")
     seed: int = 0
     # inference
     overlap: float = Field(0.25, ge=0.0, lt=1.0, description="window overlap fraction for long inputs (crossfaded)")

@@ -1,113 +1,54 @@
-"""Training data for the separator: sample streams, shard reading, crops, query sides, silence augmentation.
+"""Training data for the separator: indexable sample sources, crops, query sides, silence augmentation.
 
-The trainer consumes *sample streams* of dicts in the shard-reader format
-``{"__key__", "mix": f32[T], "target": f32[T], "residual": f32[T], "json": dict}`` mixed by weights, so the
-pseudo-label stage can pass ITT / SST streams next to the synthetic shards without touching files.
+The trainer draws from *sources*: sized, indexable collections (`len(src)`, `src[i]`) of sample dicts in the shard
+reader's format ``{"__key__", "mix": f32[T], "target": f32[T], "residual": f32[T], "json": dict}``, mixed by weight.
+Index-based access is what makes training deterministic and seekable: the sample drawn at global step s, slot b is
+a pure function of the seed and the source lengths (models/separator/train.py: `DrawPlan`), so a resumed run or a
+rank of a distributed run finds its samples without replaying a stream.
 
-`read_shard_dir` is a small sequential tar reader for the shard layout of docs/ARCHITECTURE.md; it is what the CLI
-uses for `--shards DIR`. (The storage layer's reader offers the same dicts; this one keeps the separator usable on
-its own and makes the read order, and therefore resume, exactly reproducible.)
+`ShardSource` reads shard stores through `storage`'s index and reader (random access by sample number: the index
+gives every member's byte range); an in-memory list (SST samples) and the ITT builder of pipelines/training_data.py
+are sources as they are.
 """
 from __future__ import annotations
 
 import hashlib
 import json
-import tarfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Protocol, Sequence
 
 import numpy as np
-import torch
 
-from storage.audio import decode_audio, resample
+from storage.audio import resample
+from storage.errors import reconstructible
 
 
+@reconstructible
 class ShardDataError(ValueError):
     def __init__(self, where: str | Path, message: str):
         super().__init__(f"{where}: {message}")
 
 
-def shard_files(directory: str | Path) -> list[Path]:
-    d = Path(directory)
-    if not d.is_dir():
-        raise ShardDataError(d, "shard directory does not exist")
-    tars = sorted(p for p in d.rglob("*.tar") if not p.name.startswith("."))
-    if not tars:
-        raise ShardDataError(d, "no .tar shards found")
-    return tars
+class SampleSource(Protocol):
+    """What the trainer draws from: a fixed number of samples per epoch, each addressable by number."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, i: int) -> dict[str, Any]: ...
 
 
 def shard_dir_hash(directory: str | Path) -> str:
-    """Lineage hash of a shard store: its index files when present (they list every sample), else the shard
-    names and sizes. Recorded in checkpoints so a model can be traced to the exact data it saw."""
+    """Lineage hash of a shard store: its index parts (they list every sample with its byte range). Recorded in
+    checkpoints so a model can be traced to the exact data it saw."""
+    from storage.shards.index import index_parts
+
     d = Path(directory)
     h = hashlib.sha256()
-    indexes = sorted(p for p in d.rglob("*") if p.is_file() and p.suffix in (".json", ".parquet")
-                     and "index" in p.name and not p.name.startswith("."))
-    if indexes:
-        for p in indexes:
-            h.update(p.relative_to(d).as_posix().encode())
-            h.update(p.read_bytes())
-    else:
-        for p in shard_files(d):
-            h.update(f"{p.relative_to(d).as_posix()}:{p.stat().st_size}".encode())
+    for part in index_parts(d):
+        h.update(part.relative_to(d).as_posix().encode())
+        h.update(part.read_bytes())
     return h.hexdigest()[:16]
-
-
-def _decode_sample(key: str, members: dict[str, bytes], url: str, sample_rate: int | None) -> dict[str, Any]:
-    if "json" not in members or "mix.flac" not in members:
-        raise ShardDataError(url, f"sample {key!r} lacks mix.flac or json (has {sorted(members)})")
-    meta = json.loads(members["json"].decode())
-    out: dict[str, Any] = {"__key__": key, "__url__": url, "json": meta}
-    sr_seen = None
-    for name in ("mix", "target", "residual"):
-        blob = members.get(f"{name}.flac")
-        if blob is None:
-            continue
-        audio, sr = decode_audio(blob, f"{url}:{key}.{name}.flac")
-        if sample_rate is not None and sr != sample_rate:
-            audio = resample(audio, sr, sample_rate)
-            sr = sample_rate
-        out[name] = audio.astype(np.float32)
-        sr_seen = sr
-    n = len(out["mix"])
-    if "target" not in out:
-        if not meta.get("silent_target", False):
-            raise ShardDataError(url, f"sample {key!r} has no target.flac and is not marked silent_target")
-        out["target"] = np.zeros(n, np.float32)
-    out.setdefault("residual", out["mix"] - out["target"])
-    meta.setdefault("sample_rate", sr_seen)
-    return out
-
-
-def iter_tar(path: str | Path, sample_rate: int | None = None) -> Iterator[dict[str, Any]]:
-    """Samples of one shard in file order; members of one sample are consecutive (WebDataset convention)."""
-    path = Path(path)
-    try:
-        tf = tarfile.open(path, "r")
-    except (tarfile.TarError, OSError) as exc:
-        raise ShardDataError(path, f"unreadable shard ({exc})") from exc
-    with tf:
-        key, members = None, {}
-        for info in tf:
-            if not info.isfile():
-                continue
-            base = info.name.rsplit("/", 1)[-1]
-            k, _, ext = base.partition(".")
-            if key is not None and k != key:
-                yield _decode_sample(key, members, str(path), sample_rate)
-                members = {}
-            key = k
-            fh = tf.extractfile(info)
-            members[ext] = fh.read() if fh else b""
-        if key is not None:
-            yield _decode_sample(key, members, str(path), sample_rate)
-
-
-def read_shard_dir(directory: str | Path, sample_rate: int | None = None) -> Iterator[dict[str, Any]]:
-    for tar in shard_files(directory):
-        yield from iter_tar(tar, sample_rate)
 
 
 def in_holdout(key: str, every: int) -> bool:
@@ -115,36 +56,97 @@ def in_holdout(key: str, every: int) -> bool:
     return every > 0 and int(hashlib.blake2b(key.encode(), digest_size=4).hexdigest(), 16) % every == 0
 
 
-class ShardStream(torch.utils.data.IterableDataset):
-    """A re-iterable stream over one or more shard dirs (each pass reads them again, in the same order).
+_INDEX_COLUMNS = ["key", "shard", "members", "member_offsets", "member_sizes", "json"]
 
-    As a torch IterableDataset it can feed a DataLoader with several workers: worker w reads shards w, w+n, ...,
-    and the DataLoader interleaves workers round-robin, so the order is still fixed for a given worker count.
 
-    `holdout=k` drops the samples `in_holdout(key, k)`; `only_holdout=True` yields only those (the validation side).
+class ShardSource:
+    """Random access to the samples of one or more shard stores, in (store, sample number) order.
+
+    Reads through `storage.shards`: the Parquet index locates every member of sample i, `read_member` seeks to it,
+    `decode_sample` decodes it (the storage reader's decoding, errors naming shard and member). Audio is resampled to
+    `sample_rate` when given; a missing target of a `silent_target` sample is zeros. `holdout=k` drops the samples
+    `in_holdout(key, k)`; `only_holdout=True` keeps only those (the validation side). Only the index is held in
+    memory, so a source is cheap to build and to send to another process.
     """
 
-    def __init__(self, dirs: list[str | Path], sample_rate: int | None = None, holdout: int = 0, only_holdout: bool = False):
+    def __init__(self, dirs: Sequence[str | Path], sample_rate: int | None = None, holdout: int = 0,
+                 only_holdout: bool = False):
+        from storage.shards.index import ShardIndexError, read_index
+
         self.dirs = [Path(d) for d in dirs]
         self.sample_rate = sample_rate
-        self.holdout = holdout
-        self.only_holdout = only_holdout
-        for d in self.dirs:
-            shard_files(d)  # fail early on a bad path
+        self._rows: list[tuple[int, str, str, list[str], list[int], list[int]]] = []
+        self._json: list[str | None] = []
+        for n, d in enumerate(self.dirs):
+            if not d.is_dir():
+                raise ShardDataError(d, "shard store directory does not exist")
+            try:
+                table = read_index(d, columns=_INDEX_COLUMNS).to_pylist()
+            except ShardIndexError as exc:
+                raise ShardDataError(d, f"no shard index: not a shard store ({exc})") from exc
+            for r in table:
+                if holdout and in_holdout(r["key"], holdout) != only_holdout:
+                    continue
+                self._rows.append((n, r["key"], r["shard"], list(r["members"]), list(r["member_offsets"]),
+                                   list(r["member_sizes"])))
+                self._json.append(r["json"])
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        from storage.shards.index import read_member
+        from storage.shards.reader import ShardReadError, decode_sample
+
+        n, key, shard, members, offsets, sizes = self._rows[i]
+        store = self.dirs[n]
+        row = {"key": key, "shard": shard, "members": members, "member_offsets": offsets, "member_sizes": sizes}
+        raw: dict[str, Any] = {"__key__": key, "__url__": str(store / shard)}
+        for name in members:
+            raw[name.split(".", 1)[1]] = read_member(store, row, name)
+        try:
+            out = decode_sample(raw)
+        except ShardReadError as exc:
+            raise ShardDataError(exc.shard, f"member {exc.member}: {exc.reason}") from exc
+        if "mix" not in out or "json" not in out:
+            raise ShardDataError(raw["__url__"], f"sample {key!r} lacks mix.flac or json (has {sorted(raw)})")
+        sr = int(out.pop("sample_rate"))
+        if "target" not in out:
+            if not out["json"].get("silent_target", False):
+                raise ShardDataError(raw["__url__"], f"sample {key!r} has no target.flac and is not marked silent_target")
+            out["target"] = np.zeros_like(out["mix"])
+        if f"{key}.residual.flac" not in members:  # written only when non-silent; the reader fills zeros
+            out["residual"] = out["mix"] - out["target"]
+        if self.sample_rate is not None and sr != self.sample_rate:
+            for name in ("mix", "target", "residual"):
+                out[name] = resample(out[name], sr, self.sample_rate).astype(np.float32)
+            sr = self.sample_rate
+        out["json"].setdefault("sample_rate", sr)
+        return out
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        info = torch.utils.data.get_worker_info()
-        tars = [t for d in self.dirs for t in shard_files(d)]
-        if info is not None:
-            tars = tars[info.id::info.num_workers]
-        for tar in tars:
-            for s in iter_tar(tar, self.sample_rate):
-                if self.holdout and in_holdout(s["__key__"], self.holdout) != self.only_holdout:
-                    continue
-                yield s
+        return (self[i] for i in range(len(self)))
+
+    def metas(self) -> list[dict[str, Any]]:
+        """Every sample's JSON from the index, without touching the tars (vocabulary, phrases)."""
+        return [json.loads(j) if j else {} for j in self._json]
 
     def lineage(self) -> dict[str, str]:
         return {str(d): shard_dir_hash(d) for d in self.dirs}
+
+
+def read_samples(dirs: Sequence[str | Path], sample_rate: int | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+    """The first `limit` samples (all when None) of shard stores, decoded (validation sets, tier tracks)."""
+    src = ShardSource(dirs, sample_rate)
+    n = len(src) if limit is None else min(limit, len(src))
+    return [src[i] for i in range(n)]
+
+
+def source_metas(source: Any) -> list[dict[str, Any]]:
+    """The JSON of every sample of a source: `source.metas()` when it has one (no decoding), else each item's."""
+    if hasattr(source, "metas"):
+        return list(source.metas())
+    return [source[i]["json"] for i in range(len(source))]
 
 
 @dataclass

@@ -1,92 +1,131 @@
-"""Evaluate a separator on test mixtures: SDR, SDRi, SI-SDRi per class and overall, Silence-SDR for absent queries.
+"""Evaluate a separator on test items: SDR, SDRi, SI-SDRi overall and per class, with the figures an SDRi needs
+beside it to be read honestly, and Silence-SDR for absent-class queries.
 
-Test data comes either from shard dirs (each sample's own query, `silent_target` samples count as absent-class
-queries) or from a demo-corpus scene manifest with its audit stems (each labelled stem of a test scene is queried
-by its label). On top of that every present-class item is also queried once with a class that is absent from its
-mixture (chosen from the test vocabulary with a seeded RNG), which gives the Silence-SDR / Silence-SISDR of
-ClearSep Table 3. SI-SDR here is zero-mean (the torchmetrics / CLAPSep convention).
+What one `evaluate` call reports (per item set; engine/evaluation.py evaluates synthetic tuples and natural scenes
+as two sets):
+- `overall`: means over the present-target queries (each item once) of SDR, SDRi, SI-SDR, SI-SDRi (SI-SDR is
+  zero-mean, the torchmetrics / CLAPSep convention), each with `<metric>_ci95`: a 95 % percentile-bootstrap
+  interval of the mean (`BOOTSTRAP_RESAMPLES` resamples of the items, generator seeded with the evaluation seed, so
+  the same items give the same interval; null below 2 items).
+- `silent_baseline_sdri`: the SDRi an all-zero estimate scores, ``SDR(0, x) - SDR(X, x) = -SDR(X, x)`` (the eps
+  clamp of `models.metrics` makes ``SDR(0, x)`` exactly 0 dB). It is positive wherever the target is quieter than
+  the rest of its mixture (+2.3 dB on average on real mixtures), so an SDRi only says something above it. It does
+  not depend on the checkpoint.
+- `silent_share`: the share of present-target queries whose estimate came back silent: estimate energy at least
+  `SILENT_BELOW_DB` (60 dB) below the mixture's (no eps), which includes every estimate the presence gate closed
+  (exact zeros).
+- `per_class`: the same means grouped by the target's class label (`TestItem.classes`). An item whose target holds
+  several labels (a synthetic tuple extracting two classes) counts under each of them, so the classes' n may sum to
+  more than the overall n; the overall figures count every item once.
+- `absent_queries`: each present item is queried once more with a class absent from its mixture (drawn from the
+  set's vocabulary with a seeded generator, worded by `phrase`), plus every `silent` item: Silence-SDR /
+  Silence-SISDR of ClearSep Table 3.
+- `items`: per-item figures (key, classes, sdri, si_sdri, silent_baseline_sdri, silent), so two checkpoints can be
+  compared pairwise on the same items (`paired_ci`).
+
+Query wording is the caller's: every item carries its positive / negative text. Shard tuples carry their own
+(`items_from_shards`); the natural-scene policy the run and `stemforge evaluate` share lives in engine/evaluation.py
+because the label -> phrase map is in `pipelines`, above this room.
 """
 from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
 from models import metrics as M
-from models.separator.data import query_texts, read_shard_dir
+from models.separator.data import ShardSource, query_texts
 from models.separator.infer import Separator
-from storage.audio import AudioConfig, load_audio
+
+SILENT_BELOW_DB = 60.0  # an estimate this far below the mixture's energy counts as a silent answer
+BOOTSTRAP_RESAMPLES = 2000
+CI_LEVEL = 0.95
+METRICS = ("sdr", "sdri", "si_sdr", "si_sdri", "silent_baseline_sdri")
 
 
 @dataclass
 class TestItem:
+    __test__ = False  # not a pytest test class despite the name
+
     key: str
     mix: np.ndarray
     target: np.ndarray
     positive: str | None
     negative: str | None
-    cls: str
-    present: set[str]
-    silent: bool
+    classes: tuple[str, ...]  # the target's class label(s): the per-class rows it counts in
+    present: set[str]  # every label in the mixture: absent-class queries avoid them
+    silent: bool  # the target is absent (an all-zero target): scored by Silence-SDR, not SDRi
 
 
-def items_from_shards(dirs: list[str | Path], sample_rate: int) -> Iterator[TestItem]:
+def items_from_shards(dirs: Sequence[str | Path], sample_rate: int) -> Iterator[TestItem]:
+    """Shard samples with their own stored queries; `silent_target` samples are absent-class queries."""
     for d in dirs:
-        for s in read_shard_dir(d, sample_rate):
+        for s in ShardSource([d], sample_rate):
             meta = s["json"]
             pos, neg, _ = query_texts(meta)
             present = {str(x) for x in (meta.get("target_labels") or []) + (meta.get("residual_labels") or [])}
-            cls = ", ".join(meta.get("target_labels") or []) or (pos or f"not {neg}")
-            yield TestItem(s["__key__"], s["mix"], s["target"], pos, neg, cls, present, bool(meta.get("silent_target")))
+            classes = tuple(str(c) for c in (meta.get("target_labels") or meta.get("positive_labels") or ["unlabelled"]))
+            yield TestItem(s["__key__"], s["mix"], s["target"], pos, neg, classes, present, bool(meta.get("silent_target")))
 
 
-def items_from_manifest(path: str | Path, sample_rate: int, split: str = "test") -> Iterator[TestItem]:
-    """Scenes of `split` from a natural_scene manifest (or a corpus dir containing manifests/scenes) with their
-    audit stems; the 'background' stem is never queried."""
-    from storage.manifests import iter_rows
-
-    p = Path(path)
-    scenes_dir = p / "manifests" / "scenes" if (p / "manifests" / "scenes").is_dir() else p
-    audit_dir = scenes_dir.parent / "audit"
-    if not audit_dir.is_dir():
-        raise FileNotFoundError(f"{audit_dir}: audit stem manifest not found next to the scene manifest {scenes_dir}")
-    stems: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for row in iter_rows(audit_dir, expect="audit_stem"):
-        stems[row["scene_id"]].append(row)
-    acfg = AudioConfig(sample_rate=sample_rate, allow_silent=True, min_duration_s=0.0)
-    for row in iter_rows(scenes_dir, expect="natural_scene"):
-        if row["split"] != split:
-            continue
-        mix = load_audio(row["path"], acfg)
-        present = set(row["event_labels"])
-        for stem in stems.get(row["clip_id"], []):
-            if stem["label"] == "background":
-                continue
-            target = load_audio(stem["path"], acfg)
-            n = min(len(mix), len(target))
-            yield TestItem(f"{row['clip_id']}/{stem['label']}", mix[:n], target[:n], stem["label"], None,
-                           stem["label"], present, False)
+def is_silent(estimate: np.ndarray, mixture: np.ndarray, below_db: float = SILENT_BELOW_DB) -> bool:
+    """True when the estimate's energy is at least `below_db` under the mixture's (an all-zero estimate always is)."""
+    e = float(np.sum(np.square(estimate, dtype=np.float64)))
+    m = float(np.sum(np.square(mixture, dtype=np.float64)))
+    return e <= m * 10.0 ** (-below_db / 10.0)
 
 
-def _summary(values: list[float]) -> float:
+def mean_ci(values: Sequence[float], seed: int, level: float = CI_LEVEL,
+            resamples: int = BOOTSTRAP_RESAMPLES) -> list[float] | None:
+    """Percentile-bootstrap interval `[lo, hi]` of the mean; None below 2 values (no spread to resample)."""
+    x = np.asarray(values, dtype=np.float64)
+    if x.size < 2:
+        return None
+    rng = np.random.default_rng(seed)
+    means = np.empty(resamples)
+    chunk = max(1, 2_000_000 // x.size)  # bound the index matrix at ~16 MB
+    for i in range(0, resamples, chunk):
+        k = min(chunk, resamples - i)
+        means[i:i + k] = x[rng.integers(0, x.size, size=(k, x.size))].mean(axis=1)
+    lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
+    return [float(lo), float(hi)]
+
+
+def paired_ci(a: dict[str, float], b: dict[str, float], seed: int) -> dict[str, Any]:
+    """Mean and 95 % interval of a - b over the item keys both have (e.g. per-item SDRi of two checkpoints)."""
+    keys = sorted(set(a) & set(b))
+    diff = [a[k] - b[k] for k in keys]
+    return {"n": len(keys), "mean": float(np.mean(diff)) if diff else float("nan"), "ci95": mean_ci(diff, seed)}
+
+
+def _mean(values: list[float]) -> float:
     return float(np.mean(values)) if values else float("nan")
 
 
+def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {k: _mean([r[k] for r in rows]) for k in METRICS}
+    out["silent_share"] = _mean([float(r["silent"]) for r in rows])
+    out["n"] = len(rows)
+    return out
+
+
+def _identity(label: str) -> str:
+    return label
+
+
 def evaluate(sep: Separator, items: Iterable[TestItem], absent_queries: bool = True, seed: int = 0,
-             batch: int = 16) -> dict[str, Any]:
-    """Run the separator over `items` and aggregate. Returns a JSON-ready report."""
+             batch: int = 16, phrase: Callable[[str], str] = _identity) -> dict[str, Any]:
+    """Run the separator over `items` and aggregate (see the module docstring). Returns a JSON-ready report."""
     items = list(items)
     if not items:
         raise ValueError("no test items to evaluate")
-    vocab = sorted({i.cls for i in items if not i.silent and "," not in i.cls and not i.cls.startswith("not ")}
-                   | {p for i in items for p in i.present})
+    vocab = sorted({p for i in items for p in i.present})
     rng = np.random.default_rng(seed)
     sr = sep.sample_rate
-    per_class: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
-    overall: dict[str, list[float]] = defaultdict(list)
+    rows: list[dict[str, Any]] = []
     silence: dict[str, list[float]] = defaultdict(list)
 
     queries: list[tuple[TestItem, str | None, str | None, bool]] = []
@@ -95,42 +134,68 @@ def evaluate(sep: Separator, items: Iterable[TestItem], absent_queries: bool = T
         if absent_queries and not it.silent:
             absent = [v for v in vocab if v not in it.present]
             if absent:
-                queries.append((it, absent[int(rng.integers(len(absent)))], None, True))
+                queries.append((it, phrase(absent[int(rng.integers(len(absent)))]), None, True))
     for i in range(0, len(queries), batch):
         chunk = queries[i:i + batch]
         est, gate = sep.separate([q[0].mix for q in chunk], sr, [q[1] for q in chunk], [q[2] for q in chunk], return_gate=True)
-        for (it, pos, neg, silent), e, g in zip(chunk, est, gate):
+        for (it, _pos, _neg, silent), e, g in zip(chunk, est, gate):
             if silent:
                 silence["silence_sdr"].append(float(M.silence_sdr(e[None], it.mix[None])[0]))
                 silence["silence_sisdr"].append(float(M.silence_sisdr(e[None], it.mix[None])[0]))
                 silence["gate"].append(float(g))
                 continue
-            vals = {"sdr": float(M.sdr(e[None], it.target[None])[0]),
-                    "sdri": float(M.sdri(e[None], it.target[None], it.mix[None])[0]),
-                    "si_sdr": float(M.si_sdr(e[None], it.target[None], zero_mean=True)[0]),
-                    "si_sdri": float(M.si_sdri(e[None], it.target[None], it.mix[None], zero_mean=True)[0])}
-            for k, v in vals.items():
-                per_class[it.cls][k].append(v)
-                overall[k].append(v)
-    report = {
+            mix_sdr = float(M.sdr(it.mix[None], it.target[None])[0])
+            rows.append({"key": it.key, "classes": list(it.classes),
+                         "sdr": float(M.sdr(e[None], it.target[None])[0]),
+                         "sdri": float(M.sdri(e[None], it.target[None], it.mix[None])[0]),
+                         "si_sdr": float(M.si_sdr(e[None], it.target[None], zero_mean=True)[0]),
+                         "si_sdri": float(M.si_sdri(e[None], it.target[None], it.mix[None], zero_mean=True)[0]),
+                         "silent_baseline_sdri": -mix_sdr, "silent": is_silent(e, it.mix)})
+    overall = _summary(rows)
+    for k in ("sdri", "si_sdri", "silent_baseline_sdri"):
+        overall[f"{k}_ci95"] = mean_ci([r[k] for r in rows], seed)
+    by_class: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        for c in dict.fromkeys(r["classes"]):
+            by_class[c].append(r)
+    sil = silence.get("silence_sdr", [])
+    return {
         "checkpoint": sep.info(),
         "n_items": len(items),
-        "overall": {k: _summary(v) for k, v in overall.items()} | {"n": len(overall.get("sdr", []))},
-        "per_class": {c: {k: _summary(v) for k, v in d.items()} | {"n": len(d["sdr"])} for c, d in sorted(per_class.items())},
-        "absent_queries": {k: _summary(v) for k, v in silence.items()} | {"n": len(silence.get("silence_sdr", [])),
-                                                                          "median_silence_sdr": float(np.median(silence["silence_sdr"])) if silence.get("silence_sdr") else float("nan")},
+        "overall": overall,
+        "per_class": {c: _summary(rs) for c, rs in sorted(by_class.items())},
+        "absent_queries": {k: _mean(v) for k, v in silence.items()} | {
+            "n": len(sil), "median_silence_sdr": float(np.median(sil)) if sil else float("nan")},
         "gate_threshold": sep.gate_threshold,
+        "silent_below_db": SILENT_BELOW_DB,
+        "interval": {"level": CI_LEVEL, "method": "percentile bootstrap of the mean over items",
+                     "resamples": BOOTSTRAP_RESAMPLES, "seed": seed},
+        "items": [{k: r[k] for k in ("key", "classes", "sdri", "si_sdri", "silent_baseline_sdri", "silent")} for r in rows],
     }
-    return report
+
+
+def _ci(v: list[float] | None) -> str:
+    return "-" if v is None else f"[{v[0]:.2f}, {v[1]:.2f}]"
 
 
 def format_table(report: dict[str, Any]) -> str:
-    lines = [f"{'class':<28}{'n':>5}{'SDR':>9}{'SDRi':>9}{'SI-SDRi':>9}"]
+    """Per-class rows (by class label), the overall row with its 95 % intervals, and the absent-query line."""
+    head = f"{'class':<28}{'n':>5}{'SDR':>9}{'SDRi':>9}{'SI-SDRi':>9}{'0-est':>9}{'silent':>8}"
+    lines = [head]
+
+    def row(name: str, r: dict[str, Any]) -> str:
+        return (f"{name[:27]:<28}{r['n']:>5}{r['sdr']:>9.2f}{r['sdri']:>9.2f}{r['si_sdri']:>9.2f}"
+                f"{r['silent_baseline_sdri']:>9.2f}{100 * r['silent_share']:>7.1f}%")
+
     for cls, r in report["per_class"].items():
-        lines.append(f"{cls[:27]:<28}{r['n']:>5}{r['sdr']:>9.2f}{r['sdri']:>9.2f}{r['si_sdri']:>9.2f}")
+        lines.append(row(cls, r))
     o = report["overall"]
     if o.get("n"):
-        lines.append(f"{'OVERALL':<28}{o['n']:>5}{o['sdr']:>9.2f}{o['sdri']:>9.2f}{o['si_sdri']:>9.2f}")
+        lines.append(row("OVERALL", o))
+        lines.append(f"95% CI ({report['interval']['method']}): SDRi {_ci(o.get('sdri_ci95'))}, "
+                     f"SI-SDRi {_ci(o.get('si_sdri_ci95'))}, all-zero estimate SDRi {_ci(o.get('silent_baseline_sdri_ci95'))}")
+        lines.append(f"0-est = SDRi of an all-zero estimate (-SDR(mixture, target)); silent = estimates "
+                     f">= {report['silent_below_db']:.0f} dB below the mixture")
     a = report["absent_queries"]
     if a.get("n"):
         lines.append(f"absent-class queries: n={a['n']} Silence-SDR mean {a['silence_sdr']:.1f} dB, "

@@ -1,4 +1,4 @@
-"""Train the separator from weighted sample streams (synthetic shards, ITT, SST) with validation each epoch.
+"""Train the separator from weighted sample sources (synthetic shards, ITT, SST) for a budget of optimiser steps.
 
 - Loss: ClearSep eq. 5, ``-lambda SDR - (1 - lambda) SI-SDR`` (lambda 0.9, zero-mean SI-SDR as CLAPSep's code).
   SDR is undefined for an all-zero target, so silent targets (silence augmentation, absent-class SST samples) use
@@ -6,38 +6,42 @@
   with a floor (default -30 dB, the Silence-SDR target) so that the loss saturates instead of chasing -inf, and
   weighted by `silent_weight` so silent examples cannot dominate present ones. The presence gate, when the preset
   has one, is trained by a BCE loss on "target present" only (the separation loss sees the ungated mask output).
-- AdamW (0.9, 0.999), ReduceLROnPlateau(factor 0.3, patience 5) on the validation loss down to `min_lr`,
-  gradient clipping, bfloat16 autocast on CUDA.
-- An epoch is `steps_per_epoch` optimiser steps; after each epoch: validation, `last.pt` (with optimiser state and
-  stream positions) and `best.pt` (lowest validation loss). Resuming from `last.pt` skips exactly the samples
-  already consumed from each stream and restores the RNG, so the data order is the one an uninterrupted run sees.
-- CPU data parallelism: `grad_threads > 1` splits every batch into slices whose gradients are computed in parallel
-  threads and summed in a fixed order (`parallel_backward`): the same update as the whole batch, on more cores.
+- AdamW (0.9, 0.999); LR either ReduceLROnPlateau(factor 0.3, patience 5) on the validation loss down to `min_lr`,
+  or cosine from `lr` to `min_lr` over `max_steps`; gradient clipping, bfloat16 autocast on CUDA.
+- Budget: `max_steps` optimiser steps (not wall time, so the same config gives the same model on every machine and
+  every rank of a distributed run stops at the same step). Every `steps_per_epoch` steps (and at the last step):
+  validation, `last.pt` (with optimiser state) and `best.pt` (lowest validation loss).
+- Data: `DrawPlan` makes the sample of every draw a pure function of (seed, step, slot) and the source lengths, so
+  resuming from `last.pt` at step s reads exactly what an uninterrupted run reads from step s on, with no replay.
+- Distributed: when `torch.distributed` is initialised (Ray Train, engine/ray_train.py), the model is wrapped in
+  DDP and rank r trains on slots [r*B/W, (r+1)*B/W) of each global batch of `batch_size` B; the averaged gradient
+  is the single-process gradient of the same global batch. Rank 0 validates (and broadcasts the metrics) and
+  writes the checkpoints. This loop is the only one: single-process training is the world-size-1 case.
 """
 from __future__ import annotations
 
 import logging
 import math
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from itertools import islice
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 
 from models import metrics as M
+from models.device import resolve_device
 from models.separator.base import apply_gate
 from models.separator.checkpoint import Checkpoint, load_checkpoint, model_from_checkpoint, save_checkpoint, trainable_state
 from models.separator.config import SeparatorConfig
-from models.separator.data import Example, make_example, sample_phrases, sample_vocabulary
+from models.separator.data import Example, SampleSource, make_example, sample_phrases, sample_vocabulary, source_metas
 from models.separator.presets import build_model, model_hparams
 from models.text import CachedQueries, TextEncoder, encoder_spec, load_text_encoder
-from models.device import resolve_device
 
 log = logging.getLogger("stemforge.separator.train")
+
+Streams = Sequence[tuple[SampleSource, float]]
 
 
 @dataclass
@@ -49,6 +53,111 @@ class TrainResult:
     seconds: float
     history: list[dict[str, float]] = field(default_factory=list)
     best_metrics: dict[str, float] = field(default_factory=dict)
+
+
+class DrawPlan:
+    """Which sample every draw of a run reads, as a pure function of (seed, step, slot) and the source lengths.
+
+    Draw g = step * global_batch + slot. Its source is drawn by weight from `default_rng([seed, 3, step])`; within
+    source k the draws are numbered in order (position p), and p maps to sample `perm(seed, k, p // N_k)[p % N_k]`,
+    a fresh seeded permutation per pass ("epoch" of that source), so every sample of a source is read once per pass
+    across all ranks: rank r takes slots [r*B/W, (r+1)*B/W) of each global batch, disjoint from the others. The
+    per-source positions at step s follow from the choices of steps < s (a few microseconds per step to recount),
+    so seeking to any step needs no data.
+    """
+
+    def __init__(self, lengths: Sequence[int], weights: Sequence[float], seed: int, global_batch: int):
+        w = np.array([float(x) for x in weights], dtype=np.float64)
+        if len(lengths) == 0:
+            raise ValueError("train_separator needs at least one sample source")
+        if (w < 0).any() or w.sum() <= 0:
+            raise ValueError(f"source weights must be >= 0 with a positive sum, got {w.tolist()}")
+        for k, (n, wk) in enumerate(zip(lengths, w)):
+            if n <= 0 and wk > 0:
+                raise ValueError(f"training source #{k} has no samples")
+        self.lengths = [int(n) for n in lengths]
+        self.cum = np.cumsum(w / w.sum())
+        self.cum[-1] = 1.0
+        self.seed = int(seed)
+        self.global_batch = int(global_batch)
+        self._step = 0
+        self._counts = np.zeros(len(self.lengths), dtype=np.int64)
+        self._perms: dict[tuple[int, int], np.ndarray] = {}
+
+    def _choices(self, step: int) -> np.ndarray:
+        u = np.random.default_rng([self.seed, 3, step]).random(self.global_batch)
+        return np.searchsorted(self.cum, u, side="right").clip(0, len(self.lengths) - 1)
+
+    def _perm(self, k: int, epoch: int) -> np.ndarray:
+        key = (k, epoch)
+        if key not in self._perms:
+            if len(self._perms) > 4 * len(self.lengths):
+                self._perms.clear()
+            self._perms[key] = np.random.default_rng([self.seed, 4, k, epoch]).permutation(self.lengths[k])
+        return self._perms[key]
+
+    def step(self, step: int) -> list[tuple[int, int, int]]:
+        """`[(source, sample index, draw number)]` of the global batch at `step`, slot order."""
+        if step < self._step:
+            self._step, self._counts[:] = 0, 0
+        while self._step < step:
+            self._counts += np.bincount(self._choices(self._step), minlength=len(self.lengths))
+            self._step += 1
+        choices = self._choices(step)
+        counts = self._counts.copy()
+        out = []
+        for slot, k in enumerate(choices):
+            k = int(k)
+            p = int(counts[k])
+            counts[k] += 1
+            n = self.lengths[k]
+            out.append((k, int(self._perm(k, p // n)[p % n]), step * self.global_batch + slot))
+        return out
+
+
+class RankBatches(torch.utils.data.Dataset):
+    """Map-style dataset: item `step` is this rank's share of the global batch at that step, cropped and with its
+    query sides chosen by a generator seeded by the draw number (so the example is the same whichever rank, worker
+    or resumed process builds it)."""
+
+    def __init__(self, sources: Sequence[SampleSource], plan: DrawPlan, rank: int, world: int, cfg: SeparatorConfig,
+                 vocab: list[str], phrases: dict[str, list[str]]):
+        self.sources, self.plan, self.cfg = list(sources), plan, cfg
+        self.lo, self.hi = rank * (cfg.batch_size // world), (rank + 1) * (cfg.batch_size // world)
+        self.vocab, self.phrases = vocab, phrases
+        self.length = int(round(cfg.segment_s * cfg.sample_rate))
+
+    def __len__(self) -> int:
+        return self.cfg.max_steps
+
+    def examples(self, step: int) -> list[Example]:
+        out = []
+        for k, i, g in self.plan.step(step)[self.lo:self.hi]:
+            rng = np.random.default_rng([self.plan.seed, 2, g])
+            out.append(make_example(self.sources[k][i], rng, self.length, self.cfg.query_mix, self.cfg.silence_aug_prob,
+                                    self.vocab, self.phrases))
+        return out
+
+    def __getitem__(self, step: int) -> dict[str, Any]:
+        ex = self.examples(step)
+        return {"mix": np.stack([e.mix for e in ex]), "target": np.stack([e.target for e in ex]),
+                "pos": [e.positive for e in ex], "neg": [e.negative for e in ex], "silent": [e.silent for e in ex]}
+
+
+def _keep(item: Any) -> Any:
+    return item
+
+
+def _tensors(item: dict[str, Any], queries: CachedQueries, device: torch.device) -> dict[str, torch.Tensor]:
+    return {"mix": torch.as_tensor(item["mix"]).to(device), "target": torch.as_tensor(item["target"]).to(device),
+            "pos": queries(item["pos"]).to(device), "neg": queries(item["neg"]).to(device),
+            "silent": torch.tensor(item["silent"], device=device)}
+
+
+def _batch(examples: list[Example], queries: CachedQueries, device: torch.device) -> dict[str, torch.Tensor]:
+    return _tensors({"mix": np.stack([e.mix for e in examples]), "target": np.stack([e.target for e in examples]),
+                     "pos": [e.positive for e in examples], "neg": [e.negative for e in examples],
+                     "silent": [e.silent for e in examples]}, queries, device)
 
 
 def separation_loss(est: torch.Tensor, target: torch.Tensor, mix: torch.Tensor, silent: torch.Tensor,
@@ -70,62 +179,6 @@ def separation_loss(est: torch.Tensor, target: torch.Tensor, mix: torch.Tensor, 
     return torch.where(silent, silent_weight * quiet, active)
 
 
-class StreamMixer:
-    """Draws samples from several streams by weight; each stream restarts when exhausted; counts consumption."""
-
-    def __init__(self, streams: Sequence[tuple[Iterable[dict[str, Any]], float]], rng: np.random.Generator,
-                 workers: int = 0, consumed: list[int] | None = None):
-        if not streams:
-            raise ValueError("train_separator needs at least one sample stream")
-        weights = np.array([float(w) for _, w in streams], dtype=np.float64)
-        if (weights < 0).any() or weights.sum() <= 0:
-            raise ValueError(f"stream weights must be >= 0 with a positive sum, got {weights.tolist()}")
-        self.sources = [s for s, _ in streams]
-        self.p = weights / weights.sum()
-        self.rng = rng
-        self.workers = workers
-        self.consumed = list(consumed) if consumed else [0] * len(self.sources)
-        self._iters: list[Iterator[dict[str, Any]] | None] = [None] * len(self.sources)
-        for i, n in enumerate(self.consumed):
-            if n:
-                it = self._open(i)
-                skipped = sum(1 for _ in islice(it, n))
-                self._iters[i] = it
-                if skipped < n:  # the stream is shorter than recorded (it changed): start it afresh
-                    self._iters[i] = None
-                    self.consumed[i] = 0
-
-    def _open(self, i: int) -> Iterator[dict[str, Any]]:
-        src = self.sources[i]
-        if self.workers > 0 and isinstance(src, torch.utils.data.IterableDataset):
-            loader = torch.utils.data.DataLoader(src, batch_size=None, num_workers=self.workers)
-            return iter(loader)
-        return iter(src)
-
-    def next(self) -> dict[str, Any]:
-        i = int(self.rng.choice(len(self.sources), p=self.p))
-        for attempt in range(2):
-            if self._iters[i] is None:
-                self._iters[i] = self._open(i)
-            try:
-                sample = next(self._iters[i])  # type: ignore[arg-type]
-                self.consumed[i] += 1
-                return sample
-            except StopIteration:
-                self._iters[i] = None
-                self.consumed[i] = 0
-        raise ValueError(f"training stream #{i} yields no samples")
-
-
-def _batch(examples: list[Example], queries: CachedQueries, device: torch.device) -> dict[str, torch.Tensor]:
-    return {
-        "mix": torch.from_numpy(np.stack([e.mix for e in examples])).to(device),
-        "target": torch.from_numpy(np.stack([e.target for e in examples])).to(device),
-        "pos": queries([e.positive for e in examples]).to(device),
-        "neg": queries([e.negative for e in examples]).to(device),
-        "silent": torch.tensor([e.silent for e in examples], device=device),
-    }
-
 
 def _step_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], cfg: SeparatorConfig, amp: bool) -> tuple[torch.Tensor, Any]:
     with torch.autocast(device_type=batch["mix"].device.type, dtype=torch.bfloat16, enabled=amp):
@@ -138,34 +191,6 @@ def _step_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], cfg: Sepa
         total = total + cfg.gate_loss_weight * torch.nn.functional.binary_cross_entropy_with_logits(out.gate_logit.float(), present)
     return total, out
 
-
-def _slice_batch(batch: dict[str, torch.Tensor], sl: slice) -> dict[str, torch.Tensor]:
-    return {k: v[sl] for k, v in batch.items()}
-
-
-def parallel_backward(model: torch.nn.Module, params: list[torch.nn.Parameter], batch: dict[str, torch.Tensor],
-                      cfg: SeparatorConfig, amp: bool, pool: ThreadPoolExecutor, parts: int) -> torch.Tensor:
-    """Set `p.grad` to the full-batch gradient, computed as `parts` slices in parallel threads; returns the loss.
-
-    Why threads: on CPU a second intra-op thread made the `tiny` step *slower* (docs/perf/separator.md), while two
-    half-batches computed side by side use both cores (torch releases the GIL inside its kernels). Each slice's
-    mean loss is weighted by its share of the batch, so the summed gradient equals the full-batch one; the
-    slices' gradients are added in a fixed order, so the result does not depend on thread timing.
-    """
-    n = int(batch["mix"].shape[0])
-    bounds = np.linspace(0, n, min(parts, n) + 1).round().astype(int)
-    slices = [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
-
-    def work(sl: slice) -> tuple[torch.Tensor, tuple[torch.Tensor | None, ...]]:
-        total, _ = _step_loss(model, _slice_batch(batch, sl), cfg, amp)
-        scaled = total * ((sl.stop - sl.start) / n)
-        return scaled.detach(), torch.autograd.grad(scaled, params, allow_unused=True)
-
-    results = list(pool.map(work, slices))
-    for i, p in enumerate(params):
-        parts_i = [g[i] for _, g in results if g[i] is not None]
-        p.grad = torch.stack(parts_i).sum(0) if parts_i else None
-    return torch.stack([loss for loss, _ in results]).sum()
 
 
 @torch.no_grad()
@@ -194,17 +219,6 @@ def validate(model: torch.nn.Module, val: list[Example], queries: CachedQueries,
             "silence_sdr": float(np.mean(silence)) if silence else nan}
 
 
-def cosine_lr(cfg: SeparatorConfig, step: int, elapsed_s: float) -> float:
-    """Cosine decay from `lr` to `min_lr` over whichever budget binds first (wall time or epochs x steps).
-
-    Why: runs here are capped by wall-clock time; a plateau schedule rarely fires within a few minutes, while
-    annealing to the end of the known budget is the standard way to get the most out of a fixed budget.
-    """
-    progress = elapsed_s / cfg.time_budget_s if cfg.time_budget_s > 0 else 0.0
-    progress = max(progress, step / max(1, cfg.max_epochs * cfg.steps_per_epoch))
-    progress = min(1.0, max(0.0, progress))
-    return cfg.min_lr + (cfg.lr - cfg.min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
 
 def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
     for group in opt.param_groups:
@@ -216,17 +230,53 @@ def _configure_threads(cfg: SeparatorConfig, device: torch.device) -> None:
         torch.set_num_threads(cfg.threads)
 
 
-def train_separator(cfg: SeparatorConfig, streams: Sequence[tuple[Iterable[dict[str, Any]], float]],
-                    val_samples: Sequence[dict[str, Any]], out_dir: str | Path, init: str | Path | None = None,
-                    text_encoder: TextEncoder | None = None, lineage: dict[str, Any] | None = None,
-                    resume: bool = True, on_epoch: Callable[[dict[str, float]], None] | None = None) -> TrainResult:
-    """Train (or fine-tune from `init`, or resume from `out_dir/last.pt`) and write `best.pt` / `last.pt`.
+def cosine_lr(cfg: SeparatorConfig, step: int) -> float:
+    """Cosine decay from `lr` to `min_lr` over the `max_steps` budget.
 
-    `streams` are `(iterable of sample dicts, weight)`; `val_samples` is a fixed list of sample dicts (cropped once,
-    deterministically, so every epoch validates the same examples). `lineage` is recorded in checkpoints.
+    Why: a plateau schedule rarely fires within a few hundred steps, while annealing to the end of a known budget
+    is the standard way to get the most out of a fixed budget.
+    """
+    progress = min(1.0, max(0.0, step / max(1, cfg.max_steps)))
+    return cfg.min_lr + (cfg.lr - cfg.min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def _world() -> tuple[int, int]:
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def load_result(out_dir: str | Path) -> TrainResult:
+    """A finished (or interrupted) training run as recorded in its checkpoints (`last.pt`, `best.pt`)."""
+    out = Path(out_dir)
+    last, best = out / "last.pt", out / "best.pt"
+    ck = load_checkpoint(last)
+    state = ck.train_state or {}
+    best_metrics = load_checkpoint(best).metrics if best.is_file() else {}
+    return TrainResult(best=best, last=last, epochs=int(state.get("epoch", 0)), steps=int(state.get("step", 0)),
+                       seconds=float(state.get("elapsed", 0.0)), history=list(state.get("history", [])),
+                       best_metrics=dict(best_metrics))
+
+
+def train_separator(cfg: SeparatorConfig, streams: Streams, val_samples: Sequence[dict[str, Any]],
+                    out_dir: str | Path, init: str | Path | None = None, text_encoder: TextEncoder | None = None,
+                    lineage: dict[str, Any] | None = None, resume: bool = True,
+                    on_epoch: Callable[[dict[str, float]], None] | None = None,
+                    on_step: Callable[[int], None] | None = None) -> TrainResult:
+    """Train (or fine-tune from `init`, or resume from `out_dir/last.pt`) up to `cfg.max_steps`; returns the run as
+    recorded in `best.pt` / `last.pt`.
+
+    `streams` are `(source, weight)` with sources sized and indexable (`ShardSource`, a list of sample dicts, the ITT
+    builder); `val_samples` is a fixed list (cropped once, deterministically). `on_epoch(metrics)` runs on every rank
+    after each validation (the same metrics everywhere); `on_step(step)` after each optimiser step (fault injection in
+    tests). Under `torch.distributed` every rank calls this with the same arguments (see the module docstring).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    rank, world = _world()
+    if cfg.batch_size % world:
+        raise ValueError(f"separator.batch_size {cfg.batch_size} is not divisible by the {world} training workers")
     device = resolve_device(cfg.device)
     _configure_threads(cfg, device)
     amp = cfg.amp and device.type == "cuda"
@@ -241,7 +291,8 @@ def train_separator(cfg: SeparatorConfig, streams: Sequence[tuple[Iterable[dict[
         ck = load_checkpoint(last_path)
         model = model_from_checkpoint(ck, last_path)
         state = ck.train_state
-        log.info("resuming from %s (epoch %s)", last_path, state and state.get("epoch"))
+        lineage = ck.lineage
+        log.info("resuming from %s (step %s)", last_path, state and state.get("step"))
     elif init is not None:
         ck = load_checkpoint(init)
         if ck.preset != cfg.preset:
@@ -255,98 +306,103 @@ def train_separator(cfg: SeparatorConfig, streams: Sequence[tuple[Iterable[dict[
         raise ValueError(f"text encoder dim {encoder.dim} != model query_dim {hparams.get('query_dim')}")
     model.to(device).train()
     params = [p for p in model.parameters() if p.requires_grad]
+    net: torch.nn.Module = model
+    if world > 1:
+        # an ungated output leaves the gate head without gradient unless its BCE term trains it
+        unused = hparams.get("presence_gate", False) and cfg.gate_loss_weight == 0
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                                        find_unused_parameters=bool(unused))
     opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.999), weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=cfg.plateau_factor,
                                                        patience=cfg.plateau_patience, min_lr=cfg.min_lr)
 
-    vocab = sample_vocabulary(val_samples)
-    phrases: dict[str, list[str]] = {}
+    sources = [s for s, _ in streams]
+    lengths = [len(s) for s in sources]
+    plan = DrawPlan(lengths, [w for _, w in streams], cfg.seed, cfg.batch_size)
+    metas = [m for s in sources for m in source_metas(s)]
+    vocab = sorted(set(sample_vocabulary(val_samples)) | set(sample_vocabulary({"json": m} for m in metas)))
+    phrases = sample_phrases({"json": m} for m in metas)
     val_rng = np.random.default_rng([cfg.seed, 1])
     val = [make_example(s, val_rng, length, {}, 0.0, vocab) for s in list(val_samples)[: cfg.val_max]]
     if not val:
         raise ValueError("train_separator needs at least one validation sample")
 
-    epoch, step, history, best_loss, rng_state, consumed, elapsed0 = 0, 0, [], math.inf, None, None, 0.0
+    epoch, step, history, best_loss, elapsed0 = 0, 0, [], math.inf, 0.0
     if state:
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         epoch, step, history = state["epoch"], state["step"], list(state["history"])
-        best_loss, rng_state, consumed = state["best_loss"], state["rng"], state["consumed"]
-        vocab = sorted(set(vocab) | set(state.get("vocab", [])))
-        phrases = {k: list(v) for k, v in state.get("phrases", {}).items()}
-        elapsed0 = state.get("elapsed", 0.0)
-        torch.set_rng_state(state["torch_rng"])
-    rng = np.random.default_rng([cfg.seed, 0])
-    if rng_state is not None:
-        rng.bit_generator.state = rng_state
-    mixer = StreamMixer(streams, rng, cfg.workers, consumed)
-    run_lineage = {**(lineage or {}), "streams": [{"weight": float(w), "kind": type(s).__name__,
-                                                   **({"shards": s.lineage()} if hasattr(s, "lineage") else {})}
-                                                  for s, w in streams]}
+        best_loss, elapsed0 = state["best_loss"], state.get("elapsed", 0.0)
+        if state.get("lengths") != lengths:
+            log.warning("%s: the sources changed since this checkpoint (lengths %s -> %s); draws after step %d differ "
+                        "from an uninterrupted run", last_path, state.get("lengths"), lengths, step)
+    if lineage is None or "streams" not in lineage:
+        lineage = {**(lineage or {}), "streams": [
+            {"weight": float(w), "kind": type(s).__name__, "samples": len(s),
+             **({"shards": s.lineage()} if hasattr(s, "lineage") else {})} for s, w in streams]}
     cfg_dict = cfg.model_dump()
     t0 = time.monotonic() - elapsed0
-    best_metrics: dict[str, float] = {}
-    parallel = cfg.grad_threads > 1 and device.type == "cpu"  # one GPU already runs the batch in parallel
-    pool = ThreadPoolExecutor(cfg.grad_threads, thread_name_prefix="sep-grad") if parallel else None
 
     def save(path: Path, metrics: dict[str, float], with_state: bool) -> None:
         train_state = None
         if with_state:
             train_state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "epoch": epoch, "step": step,
-                           "history": history, "best_loss": best_loss, "rng": rng.bit_generator.state,
-                           "consumed": mixer.consumed, "vocab": vocab, "phrases": phrases, "elapsed": time.monotonic() - t0,
-                           "torch_rng": torch.get_rng_state()}
+                           "history": history, "best_loss": best_loss, "lengths": lengths,
+                           "elapsed": time.monotonic() - t0}
         save_checkpoint(path, Checkpoint(preset=cfg.preset, hparams=hparams, state_dict=trainable_state(model),
-                                         text_encoder=encoder_spec(encoder), config=cfg_dict, lineage=run_lineage,
+                                         text_encoder=encoder_spec(encoder), config=cfg_dict, lineage=lineage,
                                          metrics=metrics, train_state=train_state))
 
-    try:
-        while epoch < cfg.max_epochs and time.monotonic() - t0 < cfg.time_budget_s:
-            losses = []
-            for _ in range(cfg.steps_per_epoch):
-                samples = [mixer.next() for _ in range(cfg.batch_size)]
-                vocab_new = sample_vocabulary(samples)
-                if not set(vocab_new) <= set(vocab):
-                    vocab = sorted(set(vocab) | set(vocab_new))
-                phrases = sample_phrases(samples, phrases)
-                examples = [make_example(s, rng, length, cfg.query_mix, cfg.silence_aug_prob, vocab, phrases) for s in samples]
-                if cfg.lr_schedule == "cosine":
-                    set_lr(opt, cosine_lr(cfg, step, time.monotonic() - t0))
-                batch = _batch(examples, queries, device)
-                opt.zero_grad(set_to_none=True)
-                if pool is not None:
-                    total = parallel_backward(model, params, batch, cfg, amp, pool, cfg.grad_threads)
-                else:
-                    total, _ = _step_loss(model, batch, cfg, amp)
-                    total.backward()
-                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-                opt.step()
-                step += 1
-                losses.append(total.item())
-                if time.monotonic() - t0 >= cfg.time_budget_s:
-                    break
-            epoch += 1
+    data = RankBatches(sources, plan, rank, world, cfg, vocab, phrases)
+    loader = torch.utils.data.DataLoader(data, batch_size=None, sampler=range(step, cfg.max_steps),
+                                         num_workers=cfg.workers, collate_fn=_keep)
+    losses: list[float] = []
+    for item in loader:
+        if cfg.lr_schedule == "cosine":
+            set_lr(opt, cosine_lr(cfg, step))
+        batch = _tensors(item, queries, device)
+        opt.zero_grad(set_to_none=True)
+        total, _ = _step_loss(net, batch, cfg, amp)
+        total.backward()
+        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        opt.step()
+        step += 1
+        losses.append(total.item())
+        if on_step:
+            on_step(step)
+        if step % cfg.steps_per_epoch and step < cfg.max_steps:
+            continue
+        epoch += 1
+        train_loss = float(np.mean(losses))
+        if world > 1:  # the mean over the global batch, like a single process
+            t = torch.tensor([train_loss], dtype=torch.float64, device=device)
+            torch.distributed.all_reduce(t)
+            train_loss = float(t.item()) / world
+        metrics: dict[str, Any] = {}
+        if rank == 0:
             metrics = validate(model, val, queries, cfg, device, amp)
-            metrics.update(epoch=epoch, step=step, train_loss=float(np.mean(losses)), lr=opt.param_groups[0]["lr"],
+            metrics.update(epoch=epoch, step=step, train_loss=train_loss, lr=opt.param_groups[0]["lr"],
                            elapsed_s=time.monotonic() - t0)
-            if cfg.lr_schedule == "plateau":
-                sched.step(metrics["val_loss"])
-            history.append(metrics)
+        if world > 1:
+            box = [metrics]
+            torch.distributed.broadcast_object_list(box, src=0)
+            metrics = box[0]
+        losses = []
+        if cfg.lr_schedule == "plateau":
+            sched.step(metrics["val_loss"])
+        history.append(metrics)
+        if metrics["val_loss"] < best_loss:
+            best_loss = metrics["val_loss"]
+            if rank == 0:
+                save(best_path, metrics, with_state=False)
+        if rank == 0:
+            save(last_path, metrics, with_state=True)
             log.info("epoch %d step %d train %.2f val %.2f SI-SDRi %.2f dB silence-SDR %.1f dB lr %.1e", epoch, step,
                      metrics["train_loss"], metrics["val_loss"], metrics["si_sdri"], metrics["silence_sdr"], metrics["lr"])
-            if metrics["val_loss"] < best_loss:
-                best_loss = metrics["val_loss"]
-                best_metrics = dict(metrics)
-                save(best_path, metrics, with_state=False)
-            save(last_path, metrics, with_state=True)
-            if on_epoch:
-                on_epoch(metrics)
-    finally:
-        if pool is not None:
-            pool.shutdown()
+        if on_epoch:
+            on_epoch(metrics)
+    if world > 1:
+        torch.distributed.barrier()  # rank 0's last checkpoint is on disk before anyone reads it
     if not last_path.is_file():
-        raise RuntimeError(f"training stopped before the first epoch finished (time_budget_s={cfg.time_budget_s})")
-    if not best_metrics and best_path.is_file():
-        best_metrics = load_checkpoint(best_path).metrics
-    return TrainResult(best=best_path, last=last_path, epochs=epoch, steps=step, seconds=time.monotonic() - t0,
-                       history=history, best_metrics=best_metrics)
+        raise RuntimeError(f"{out}: no checkpoint written (max_steps={cfg.max_steps})")
+    return load_result(out)

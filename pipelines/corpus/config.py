@@ -45,7 +45,7 @@ class DemoConfig(Section):
     drr_db: tuple[float, float] = (0.0, 12.0)  # direct-to-reverberant ratio per event
     ambience_db: tuple[float, float] = (-30.0, -15.0)  # background RMS relative to the event reference level
     scene_peak: float = Field(0.9, gt=0.0, lt=1.0)  # peak of the scene after normalising all stems together
-    workers: int = Field(2, ge=0, description="processes for generation; 0 = all cores, 1 = in-process")
+    workers: int = Field(2, ge=0, description="demo units rendered at once as Ray tasks (engine.backend: ray); 0 = as many as Ray has CPUs; not part of the content")
 
     @field_validator("sources_per_class", "scenes")
     @classmethod

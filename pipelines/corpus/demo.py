@@ -5,20 +5,23 @@ Layout (see docs/ARCHITECTURE.md): clean single-label clips under `sources/<spli
 `audit/<scene_id>/` (training never reads them; they measure how good pseudo-labels really are).
 
 Determinism: every clip draws from its own generator seeded by (seed, kind, class key, split, index), so the
-same seed gives byte-identical files whatever the number of worker processes or the generation order, and any
-single clip can be regenerated alone.
+same seed gives byte-identical files whatever the number of workers or the generation order, and any single clip
+can be regenerated alone.
+
+Execution: a clip or a scene is one `DemoUnit`, rendered and written by the pure `render_unit(ctx, unit)`.
+`generate_demo` plans the units, skips those already journalled and hands the rest to a `UnitRunner`; the
+default renders them in this process, one after another. The engine passes a runner that fans them out as Ray
+tasks (`engine/data_steps.py`): no process pool here, and no Ray in `pipelines/`.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
-import os
 import shutil
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from scipy import signal
@@ -206,56 +209,82 @@ def _scene_domain(labels: Sequence[str]) -> str:
 
 
 @dataclass(frozen=True)
-class _Job:
+class DemoUnit:
+    """One clip (`kind="source"`, of `class_name`) or one scene of the demo corpus: the unit of work and resume."""
+
     kind: str  # "source" | "scene"
     split: str
     index: int
     class_name: str = ""
 
 
-def _do_job(job: _Job, out: Path, cfg: DemoConfig, seed: int, sr: int, class_names: tuple[str, ...]) -> dict[str, Any]:
-    """Render and write one clip or scene; returns its manifest rows (picklable, for worker processes)."""
-    classes = get_classes(list(class_names))
-    if job.kind == "source":
+@dataclass(frozen=True)
+class DemoContext:
+    """Everything `render_unit` needs besides the unit (small and picklable: shipped once to every worker)."""
+
+    out: str  # resolved corpus directory
+    cfg: DemoConfig
+    seed: int
+    sample_rate: int
+    class_names: tuple[str, ...]
+
+
+# `runner(units, ctx, on_result)` must call `on_result(i, render_unit(ctx, units[i]))` once per unit, in any order.
+UnitRunner = Callable[[list[DemoUnit], DemoContext, Callable[[int, dict[str, Any]], None]], None]
+
+
+def render_unit(ctx: DemoContext, unit: DemoUnit) -> dict[str, Any]:
+    """Render and atomically write one clip or scene (+ its audit stems); returns its manifest rows.
+
+    Pure apart from its own output files (deterministic names and bytes), so running it twice is harmless."""
+    out, cfg, seed, sr = Path(ctx.out), ctx.cfg, ctx.seed, ctx.sample_rate
+    classes = get_classes(list(ctx.class_names))
+    if unit.kind == "source":
         from pipelines.corpus.classes import BY_NAME
 
-        cls = BY_NAME[job.class_name]
-        audio = render_source(cfg, seed, cls, job.split, job.index, sr)
-        cid = source_id(cls, job.split, job.index)
-        path = (out / "sources" / job.split / f"{cid}.flac").resolve()
+        cls = BY_NAME[unit.class_name]
+        audio = render_source(cfg, seed, cls, unit.split, unit.index, sr)
+        cid = source_id(cls, unit.split, unit.index)
+        path = (out / "sources" / unit.split / f"{cid}.flac").resolve()
         digest = _write_flac(path, audio, sr)
         row = {
             "clip_id": cid, "path": str(path), "sample_rate": sr, "num_frames": int(audio.shape[0]),
             "duration_s": audio.shape[0] / sr, "labels": [cls.name], "label_ids": [cls.name], "domain": cls.domain,
-            "split": job.split, "content_hash": digest, "dataset": DEMO_DATASET,
+            "split": unit.split, "content_hash": digest, "dataset": DEMO_DATASET,
         }
         return {"source": row}
-    scene = render_scene(cfg, seed, job.split, job.index, sr, classes)
+    scene = render_scene(cfg, seed, unit.split, unit.index, sr, classes)
     audit_dir = (out / "audit" / scene.scene_id).resolve()
     audit_rows = []
     for k, (label, stem) in enumerate(zip(scene.stem_labels, scene.stems)):
         stem_path = audit_dir / f"{k}_{label.replace(' ', '_')}.flac"
         _write_flac(stem_path, stem, sr)
         audit_rows.append({"scene_id": scene.scene_id, "label": label, "path": str(stem_path), "source_clip_id": None})
-    path = (out / "scenes" / job.split / f"{scene.scene_id}.flac").resolve()
+    path = (out / "scenes" / unit.split / f"{scene.scene_id}.flac").resolve()
     digest = _write_flac(path, scene.mixture, sr)
     labels = scene.event_labels
     row = {
         "clip_id": scene.scene_id, "path": str(path), "sample_rate": sr, "num_frames": int(scene.mixture.shape[0]),
         "duration_s": scene.mixture.shape[0] / sr, "labels": labels, "label_ids": labels,
-        "domain": _scene_domain(labels), "split": job.split, "content_hash": digest, "dataset": DEMO_DATASET,
+        "domain": _scene_domain(labels), "split": unit.split, "content_hash": digest, "dataset": DEMO_DATASET,
         "event_labels": labels, "events": scene.events, "caption": scene_caption(labels), "audit_dir": str(audit_dir),
     }
     return {"scene": row, "audit": audit_rows}
 
 
-def _jobs(cfg: DemoConfig, classes: Sequence[SoundClass]) -> list[_Job]:
-    jobs: list[_Job] = []
+def render_units_inline(units: list[DemoUnit], ctx: DemoContext, on_result: Callable[[int, dict[str, Any]], None]) -> None:
+    """The default `UnitRunner`: every unit in this process, in order."""
+    for i, unit in enumerate(units):
+        on_result(i, render_unit(ctx, unit))
+
+
+def _jobs(cfg: DemoConfig, classes: Sequence[SoundClass]) -> list[DemoUnit]:
+    jobs: list[DemoUnit] = []
     for split in SPLIT_NAMES:
         for cls in classes:
-            jobs.extend(_Job("source", split, i, cls.name) for i in range(cfg.sources_per_class.get(split, 0)))
+            jobs.extend(DemoUnit("source", split, i, cls.name) for i in range(cfg.sources_per_class.get(split, 0)))
     for split in SPLIT_NAMES:
-        jobs.extend(_Job("scene", split, i) for i in range(cfg.scenes.get(split, 0)))
+        jobs.extend(DemoUnit("scene", split, i) for i in range(cfg.scenes.get(split, 0)))
     return jobs
 
 
@@ -266,7 +295,7 @@ def fingerprint(cfg: DemoConfig, seed: int, sample_rate: int) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _job_key(job: _Job) -> str:
+def _job_key(job: DemoUnit) -> str:
     return f"{job.kind}/{job.split}/{job.class_name}/{job.index}"
 
 
@@ -326,29 +355,15 @@ def _prepare_out(out: Path, fp: str) -> dict[str, dict[str, Any]]:
     return done
 
 
-def _iter_results(jobs: list[_Job], out: Path, cfg: DemoConfig, seed: int, sr: int, names: tuple[str, ...]) -> Iterator[dict[str, Any]]:
-    workers = cfg.workers or (os.cpu_count() or 1)
-    workers = min(workers, max(len(jobs), 1))
-    if workers <= 1:
-        for job in jobs:
-            yield _do_job(job, out, cfg, seed, sr, names)
-        return
-    pool = ProcessPoolExecutor(max_workers=workers)
-    try:
-        n = len(jobs)
-        yield from pool.map(_do_job, jobs, [out] * n, [cfg] * n, [seed] * n, [sr] * n, [names] * n, chunksize=4)
-    finally:
-        # On Ctrl-C or an error, do not let queued jobs run on: the journal lets the next run resume.
-        pool.shutdown(wait=True, cancel_futures=True)
-
-
 def generate_demo(out_dir: str | Path, cfg: DemoConfig, seed: int, sample_rate: int = 16000,
-                  progress: Callable[[int], None] | None = None, extra_summary: dict[str, Any] | None = None) -> dict[str, Any]:
+                  progress: Callable[[int], None] | None = None, extra_summary: dict[str, Any] | None = None,
+                  runner: UnitRunner = render_units_inline) -> dict[str, Any]:
     """Generate the demo corpus into `out_dir`; returns the summary also written to `corpus.json`.
 
-    Resumable: every finished clip or scene is journalled, so a run that was interrupted (or repeated with the
-    same config and seed) only renders what is missing; the result is byte-identical to an uninterrupted run.
-    `progress(n)` advances by the number of finished clips/scenes (total = `count_jobs(cfg)`).
+    Resumable: every finished clip or scene is journalled (in the calling process, as results arrive), so a run
+    that was interrupted (or repeated with the same config and seed) only renders what is missing; the result is
+    byte-identical to an uninterrupted run whatever `runner` rendered the units. `progress(n)` advances by the
+    number of finished clips/scenes (total = `count_jobs(cfg)`).
     """
     if seed < 0:
         raise DemoCorpusError(f"seed must be >= 0, got {seed}")
@@ -358,19 +373,25 @@ def generate_demo(out_dir: str | Path, cfg: DemoConfig, seed: int, sample_rate: 
     out = Path(out_dir).resolve()
     done = _prepare_out(out, fingerprint(cfg, seed, sample_rate))
     jobs = _jobs(cfg, classes)
-    names = tuple(c.name for c in classes)
+    ctx = DemoContext(str(out), cfg, seed, sample_rate, tuple(c.name for c in classes))
     pending = [job for job in jobs if _job_key(job) not in done]
     if done:
         log.info("resuming demo corpus in %s: %d of %d clips/scenes already done", out, len(jobs) - len(pending), len(jobs))
         if progress is not None:
             progress(len(jobs) - len(pending))
     with open(out / PROGRESS_FILE, "a", encoding="utf-8") as journal:
-        for job, result in zip(pending, _iter_results(pending, out, cfg, seed, sample_rate, names)):
-            done[_job_key(job)] = result
-            journal.write(json.dumps({"key": _job_key(job), "result": result}) + "\n")
+        def finished(i: int, result: dict[str, Any]) -> None:
+            key = _job_key(pending[i])
+            done[key] = result
+            journal.write(json.dumps({"key": key, "result": result}) + "\n")
             journal.flush()
             if progress is not None:
                 progress(1)
+
+        runner(pending, ctx, finished)
+    missing = [_job_key(job) for job in pending if _job_key(job) not in done]
+    if missing:
+        raise DemoCorpusError(f"{out}: the unit runner returned no result for {len(missing)} unit(s), e.g. {missing[0]}")
     source_rows: list[dict[str, Any]] = []
     scene_rows: list[dict[str, Any]] = []
     audit_rows: list[dict[str, Any]] = []

@@ -37,19 +37,29 @@ def all_rules(cfg: FilterConfig) -> list["Rule"]:
     return [remix, *clap_rules(cfg), *pc_rules(cfg), *silence_rules(cfg), *judge_rules(cfg)]
 
 
+#: every decision stage in order as `module:callable` taking the filter config (a spec can name them), ending with
+#: the final keep/reason combination
+DECISION_STAGES = (
+    "pipelines.filters.remix:RemixDecision", "pipelines.filters.clap:ClapDecision", "pipelines.filters.pc:PCDecision",
+    "pipelines.filters.silence:SilenceDecision", "pipelines.filters.judge:JudgeDecision",
+)
+FINAL_DECISION = "pipelines.filters.rules:FinalDecision"
+
+
 def decision_stages(cfg: FilterConfig) -> list[BaseStage]:
     """Every decision stage in order, ending with the final keep/reason combination."""
-    from pipelines.filters.clap import ClapDecision
-    from pipelines.filters.judge import JudgeDecision
-    from pipelines.filters.pc import PCDecision
-    from pipelines.filters.remix import RemixDecision
-    from pipelines.filters.rules import FinalDecision
-    from pipelines.filters.silence import SilenceDecision
+    import importlib
 
-    return [RemixDecision(cfg), ClapDecision(cfg), PCDecision(cfg), SilenceDecision(cfg), JudgeDecision(cfg), FinalDecision()]
+    stages = []
+    for path in DECISION_STAGES:
+        module, attr = path.split(":")
+        stages.append(getattr(importlib.import_module(module), attr)(cfg))
+    from pipelines.filters.rules import FinalDecision
+
+    return [*stages, FinalDecision()]
 
 
 __all__ = [
-    "ClapDecision", "ClapScoring", "DecisionStage", "FilterConfig", "FinalDecision", "JudgeDecision", "JudgeScoring",
+    "DECISION_STAGES", "FINAL_DECISION", "ClapDecision", "ClapScoring", "DecisionStage", "FilterConfig", "FinalDecision", "JudgeDecision", "JudgeScoring",
     "PCDecision", "PCScoring", "RemixDecision", "Rule", "SilenceDecision", "SilenceScoring", "all_rules", "decision_stages",
 ]

@@ -6,27 +6,45 @@ candidate table, and is simply left out of the pipeline for corpora without audi
 """
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Any
 
 import numpy as np
 
 from models import metrics
-from pipelines.stage import BaseStage, Batch, Resources, batch_len
+from pipelines.filters.scoring import section_dict
+from pipelines.stage import BaseStage, Batch, StageContext, batch_len
 from storage.audio import AudioConfig, load_audio
 
 
 class AuditTruth(BaseStage):
-    """Adds `true_sdr_db` (NaN when the scene has no audit stem for the label)."""
+    """Adds `true_sdr_db` (NaN when the scene has no audit stem for the label).
+
+    Built from the audit manifest's path (read once per worker in `setup`), so its spec stays small.
+    """
 
     name = "audit_truth"
-    resources = Resources(cpus=0.5, gpus=0, batch_size=64)
+    inputs = ("scene_id", "label", "target")
+    outputs = ("true_sdr_db",)
 
-    def __init__(self, stems: Mapping[str, Mapping[str, str]], audio_cfg: AudioConfig) -> None:
+    def __init__(self, audit_manifest: str, audio: AudioConfig | dict[str, Any]) -> None:
         super().__init__()
-        self.stems = stems
-        self.audio_cfg = audio_cfg.model_copy(update={"allow_silent": True, "min_duration_s": 0.0})
+        self.audit_manifest = str(audit_manifest)
+        self.audio_cfg = AudioConfig.model_validate(section_dict(audio)).model_copy(update={"allow_silent": True, "min_duration_s": 0.0})
+        self.stems: dict[str, dict[str, str]] | None = None
+
+    def setup(self, ctx: StageContext) -> None:
+        if self.stems is None:
+            from storage.manifests import iter_rows
+
+            stems: dict[str, dict[str, str]] = {}
+            for r in iter_rows(self.audit_manifest, expect="audit_stem"):
+                stems.setdefault(r["scene_id"], {})[r["label"]] = r["path"]
+            self.stems = stems
 
     def __call__(self, batch: Batch) -> Batch:
+        if self.stems is None:
+            self.setup(StageContext())
+        assert self.stems is not None
         n = batch_len(batch)
         out = np.full(n, np.nan)
         for i in range(n):
@@ -40,16 +58,3 @@ class AuditTruth(BaseStage):
                 out[i] = float(metrics.sdr(est[:m], ref[:m]))
         return {**batch, "true_sdr_db": out}
 
-
-class DropColumns(BaseStage):
-    """Drops large columns no later step needs (the scene audio is reloaded from `scene_path` when required)."""
-
-    name = "drop_columns"
-    resources = Resources(cpus=0.1, gpus=0, batch_size=1024)
-
-    def __init__(self, columns: tuple[str, ...]) -> None:
-        super().__init__()
-        self.columns = columns
-
-    def __call__(self, batch: Batch) -> Batch:
-        return {k: v for k, v in batch.items() if k not in self.columns}

@@ -8,15 +8,18 @@ from __future__ import annotations
 import numpy as np
 
 from pipelines.filters.config import FilterConfig
-from pipelines.filters.rules import DecisionStage, Rule
+from pipelines.filters.rules import DecisionStage, Rule, as_filter_config
 from pipelines.filters.scoring import ModelScoringStage, length_groups, sample_rate_of, stack
 from pipelines.stage import Batch, batch_len
 
 
 class ClapScoring(ModelScoringStage):
-    """Adds `clap_target` and `clap_residual` using the prompt in `positive_text`."""
+    """Adds `clap_target` and `clap_residual` using the prompt in `positive_text` (NaN for rows without one)."""
 
     name = "score_clap"
+    model_kind = "clap"
+    inputs = ("positive_text", "target", "residual", "sample_rate")
+    outputs = ("clap_target", "clap_residual")
 
     def __call__(self, batch: Batch) -> Batch:
         self._ensure()
@@ -24,12 +27,15 @@ class ClapScoring(ModelScoringStage):
         out = dict(batch)
         sr = sample_rate_of(batch) if n else 16000
         texts = list(batch["positive_text"]) if n else []
+        has_text = [i for i in range(n) if texts[i]]
         for column, audio_col in (("clap_target", "target"), ("clap_residual", "residual")):
             scores = np.full(n, np.nan)
-            for _, idx in length_groups(list(batch[audio_col]) if n else []).items():
-                scores[idx] = np.asarray(self.scorer.score([texts[i] for i in idx], stack(batch[audio_col], idx), sr), dtype=np.float64)
+            audios = list(batch[audio_col]) if n else []
+            for _, group in length_groups([audios[i] for i in has_text]).items():
+                idx = [has_text[j] for j in group]
+                scores[idx] = np.asarray(self.scorer.score([texts[i] for i in idx], stack(audios, idx), sr), dtype=np.float64)
             out[column] = scores
-        return out
+        return self.with_info(out, n)
 
 
 def clap_rules(cfg: FilterConfig) -> list[Rule]:
@@ -39,5 +45,5 @@ def clap_rules(cfg: FilterConfig) -> list[Rule]:
     ]
 
 
-def ClapDecision(cfg: FilterConfig) -> DecisionStage:
-    return DecisionStage("decide_clap", clap_rules(cfg))
+def ClapDecision(cfg: FilterConfig | dict) -> DecisionStage:
+    return DecisionStage("decide_clap", clap_rules(as_filter_config(cfg)))

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from pipelines.filters.config import FilterConfig
-from pipelines.filters.rules import DecisionStage, Rule
+from pipelines.filters.rules import DecisionStage, Rule, as_filter_config
 from pipelines.filters.scoring import ModelScoringStage, length_groups, sample_rate_of, stack
 from pipelines.stage import Batch, batch_len
 
@@ -15,9 +15,13 @@ JUDGE_DIMENSIONS = ("overall", "recall", "precision", "faithfulness")
 
 
 class JudgeScoring(ModelScoringStage):
-    """Adds `judge_overall`, `judge_recall`, `judge_precision`, `judge_faithfulness` for (scene, target, text)."""
+    """Adds `judge_overall`, `judge_recall`, `judge_precision`, `judge_faithfulness` for (mixture, target,
+    positive_text); NaN for rows without a positive text."""
 
     name = "score_judge"
+    model_kind = "judge"
+    inputs = ("mixture", "target", "positive_text", "sample_rate")
+    outputs = tuple(f"judge_{d}" for d in JUDGE_DIMENSIONS)
 
     def __call__(self, batch: Batch) -> Batch:
         self._ensure()
@@ -26,12 +30,15 @@ class JudgeScoring(ModelScoringStage):
         if n:
             sr = sample_rate_of(batch)
             texts = list(batch["positive_text"])
-            for _, idx in length_groups(list(batch["target"])).items():
-                res = self.scorer.score(stack(batch["mixture"], idx), stack(batch["target"], idx), [texts[i] for i in idx], sr)
+            has_text = [i for i in range(n) if texts[i]]
+            targets = list(batch["target"])
+            for _, group in length_groups([targets[i] for i in has_text]).items():
+                idx = [has_text[j] for j in group]
+                res = self.scorer.score(stack(batch["mixture"], idx), stack(targets, idx), [texts[i] for i in idx], sr)
                 for d in JUDGE_DIMENSIONS:
                     if d in res:
                         cols[f"judge_{d}"][idx] = np.asarray(res[d], dtype=np.float64)
-        return {**batch, **cols}
+        return self.with_info({**batch, **cols}, n)
 
 
 def judge_rules(cfg: FilterConfig, threshold: float | None = None) -> list[Rule]:
@@ -39,5 +46,5 @@ def judge_rules(cfg: FilterConfig, threshold: float | None = None) -> list[Rule]
     return [Rule("judge", "judge_overall", ">=", t, "judge_low", enabled=cfg.judge_enabled)]
 
 
-def JudgeDecision(cfg: FilterConfig) -> DecisionStage:
-    return DecisionStage("decide_judge", judge_rules(cfg))
+def JudgeDecision(cfg: FilterConfig | dict) -> DecisionStage:
+    return DecisionStage("decide_judge", judge_rules(as_filter_config(cfg)))

@@ -10,7 +10,9 @@ import numpy as np
 
 from models import metrics
 from pipelines.filters.config import FilterConfig
-from pipelines.filters.rules import DecisionStage, Rule, column_values
+from typing import Any
+
+from pipelines.filters.rules import DecisionStage, Rule, as_filter_config, column_values
 from pipelines.stage import Batch, batch_len
 
 def remix_scores(scene: np.ndarray, tracks: list[np.ndarray]) -> tuple[float, float]:
@@ -40,10 +42,13 @@ def tier_of(re_sdr: float, re_sisdr: float, cfg: FilterConfig) -> str:
 class RemixDecision(DecisionStage):
     """Adds `tier` and the `remix` keep flag from `re_sdr_db`/`re_sisdr_db` columns."""
 
-    def __init__(self, cfg: FilterConfig) -> None:
+    def __init__(self, cfg: FilterConfig | dict[str, Any]) -> None:
+        cfg = as_filter_config(cfg)
         self.cfg = cfg
         rule = Rule("remix", "re_min_db", ">", cfg.itt_min_db, "re_sdr_below_itt", enabled=cfg.remix_enabled)
         super().__init__("decide_remix", [rule])
+        self.inputs = ("re_sdr_db", "re_sisdr_db")
+        self.outputs = (*self.outputs, "re_min_db", "tier")
 
     def __call__(self, batch: Batch) -> Batch:
         re_sdr = column_values(batch, "re_sdr_db")

@@ -17,7 +17,10 @@ from typing import Callable
 
 import numpy as np
 
-from pipelines.stage import BaseStage, Batch, Resources, batch_len
+from typing import Any
+
+from pipelines.filters.config import FilterConfig
+from pipelines.stage import BaseStage, Batch, batch_len
 
 _OPS: dict[str, Callable[[np.ndarray, float], np.ndarray]] = {
     ">": operator.gt,
@@ -58,15 +61,24 @@ def column_values(batch: Batch, column: str) -> np.ndarray:
     return np.asarray([np.nan if v is None else v for v in batch[column]], dtype=np.float64)
 
 
-class DecisionStage(BaseStage):
-    """Applies rules to score columns; disabled rules record keep=True and reason "" (they never drop)."""
+def as_filter_config(cfg: FilterConfig | dict[str, Any]) -> FilterConfig:
+    """Decision stages are built from a FilterConfig or its JSON dump (what a stage spec carries)."""
+    return FilterConfig.model_validate(cfg.model_dump() if isinstance(cfg, FilterConfig) else cfg)
 
-    resources = Resources(cpus=0.25, gpus=0, batch_size=1024)
+
+class DecisionStage(BaseStage):
+    """Applies rules to score columns; disabled rules record keep=True and reason "" (they never drop).
+
+    Inputs are the score columns of the enabled rules, so a chain that never computes a gating score fails before
+    any model loads instead of dropping every row as `<rule>_missing`.
+    """
 
     def __init__(self, name: str, rules: list[Rule]) -> None:
         super().__init__()
         self.name = name
         self.rules = rules
+        self.inputs = tuple(r.column for r in rules if r.enabled)
+        self.outputs = tuple(c for r in rules for c in (f"keep_{r.name}", f"reason_{r.name}"))
 
     def __call__(self, batch: Batch) -> Batch:
         out = dict(batch)
@@ -86,7 +98,7 @@ class FinalDecision(BaseStage):
     """`keep` = AND of every `keep_*` column; `reasons` lists every failing code, `reason` the first one."""
 
     name = "decide_final"
-    resources = Resources(cpus=0.25, gpus=0, batch_size=1024)
+    outputs = ("keep", "reasons", "reason")
 
     def __call__(self, batch: Batch) -> Batch:
         n = batch_len(batch)

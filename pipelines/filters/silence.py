@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 
 from pipelines.filters.config import FilterConfig
-from pipelines.filters.rules import DecisionStage, Rule
-from pipelines.stage import BaseStage, Batch, Resources, batch_len
+from pipelines.filters.rules import DecisionStage, Rule, as_filter_config
+from pipelines.stage import BaseStage, Batch, batch_len
 
 
 def silence_ratio(audio: np.ndarray, sample_rate: int, threshold_dbfs: float = -40.0, frame_ms: float = 10.0) -> float:
@@ -30,11 +30,12 @@ class SilenceScoring(BaseStage):
     """Adds `silence_ratio` of the target (0..1)."""
 
     name = "score_silence"
-    resources = Resources(cpus=0.5, gpus=0, batch_size=256)
+    inputs = ("target", "sample_rate")
+    outputs = ("silence_ratio",)
 
-    def __init__(self, cfg: FilterConfig) -> None:
+    def __init__(self, cfg: FilterConfig | dict) -> None:
         super().__init__()
-        self.cfg = cfg
+        self.cfg = as_filter_config(cfg)
 
     def __call__(self, batch: Batch) -> Batch:
         n = batch_len(batch)
@@ -49,5 +50,5 @@ def silence_rules(cfg: FilterConfig) -> list[Rule]:
     return [Rule("silence", "silence_ratio", "<", cfg.silence_ratio_max, "mostly_silent", enabled=cfg.silence_enabled)]
 
 
-def SilenceDecision(cfg: FilterConfig) -> DecisionStage:
-    return DecisionStage("decide_silence", silence_rules(cfg))
+def SilenceDecision(cfg: FilterConfig | dict) -> DecisionStage:
+    return DecisionStage("decide_silence", silence_rules(as_filter_config(cfg)))

@@ -2,7 +2,8 @@
 
 Why: filters must never drop silently. The table is the audit trail (which filter removed what), the input of the
 threshold sweep (re-deciding without re-scoring) and of the report. Audio columns are left out (they live in the
-tier shards for kept candidates); everything scalar or list-of-strings is kept.
+tier shards for kept candidates); everything scalar or list-of-strings is kept. The engine writes the table as a
+directory of parts, one per task key (engine/sinks.py); `read_candidates` reads either form.
 """
 from __future__ import annotations
 
@@ -60,9 +61,22 @@ def write_candidates(path: str | Path, batch: Batch) -> Path:
     return path
 
 
+def read_table_parts(path: str | Path) -> pa.Table:
+    """A Parquet file, or a directory of `part-*.parquet` (one per task key, as the engine's sinks write them)
+    concatenated in key order; a column that is all-null in one part is promoted to the other parts' type."""
+    path = Path(path)
+    if not path.is_dir():
+        return pq.read_table(path)
+    parts = [pq.read_table(p) for p in sorted(path.glob("part-*.parquet"))]
+    parts = [t for t in parts if t.num_rows]
+    if not parts:
+        return pa.table({})
+    return pa.concat_tables(parts, promote_options="permissive").combine_chunks()
+
+
 def read_candidates(path: str | Path) -> dict[str, np.ndarray]:
-    """Read a candidate table back as numpy columns (nulls in numeric columns become NaN)."""
-    table = pq.read_table(path)
+    """Read a candidate table (file or directory of parts) back as numpy columns (numeric nulls become NaN)."""
+    table = read_table_parts(path)
     out: dict[str, np.ndarray] = {}
     for name in table.column_names:
         col = table.column(name)

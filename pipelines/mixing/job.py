@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -21,9 +21,10 @@ from pipelines.mixing.queries import choose_queries
 from pipelines.mixing.recipes import make_recipe
 from pipelines.mixing.render import RenderError, RenderedTuple, render, to_shard_sample
 from pipelines.mixing.spec import MixSpec
-from pipelines.stage import BaseStage, Batch, Resources
+from pipelines.stage import BaseStage, Batch, StageContext
 from storage.audio import AudioConfig, AudioError
 from storage.configio import config_hash
+from storage.shards.store import SkipSample
 
 log = logging.getLogger("stemforge.mixing")
 
@@ -117,6 +118,9 @@ class MixStage(BaseStage):
     """
 
     name = "mix"
+    inputs = ("index",)
+    outputs = ("index", "__key__", "sample", "error")
+    passthrough = False
 
     def __init__(self, cfg: MixingConfig, seed: int, sources: str | Path | None = None, stems_dir: str | Path | None = None,
                  audio_cfg: AudioConfig | None = None, recipe: str | None = None, scenes: str | Path | None = None):
@@ -128,12 +132,11 @@ class MixStage(BaseStage):
         self.scenes = scenes
         self.audio_cfg = audio_cfg or AudioConfig()
         self.recipe_name = recipe or cfg.recipe
-        self.resources = Resources(cpus=1.0, gpus=0.0, batch_size=cfg.batch_size)
         self.config_hash = config_hash(cfg)
         self.planner: MixPlanner | None = None
         self.cache: ClipCache | None = None
 
-    def setup(self) -> None:
+    def setup(self, ctx: StageContext | None = None) -> None:
         if self.planner is None:
             if self.cfg.tune_allocator:
                 tune_allocator()
@@ -167,27 +170,6 @@ class MixStage(BaseStage):
         return out
 
 
-def iter_samples(stage: MixStage, indices: Iterable[int], errors: list[str] | None = None) -> Iterator[dict[str, Any]]:
-    """Shard samples for `indices` in order, batch by batch (what a shard writer consumes)."""
-    batch: list[int] = []
-
-    def flush() -> Iterator[dict[str, Any]]:
-        result = stage({"index": np.asarray(batch, dtype=np.int64)})
-        for sample, error in zip(result["sample"], result["error"]):
-            if sample is not None:
-                yield sample
-            elif errors is not None:
-                errors.append(error)
-
-    for index in indices:
-        batch.append(int(index))
-        if len(batch) >= stage.resources.batch_size:
-            yield from flush()
-            batch = []
-    if batch:
-        yield from flush()
-
-
 def rerender_sample(spec_dict: dict[str, Any], audio_cfg: AudioConfig | None = None, span_cfg=None) -> RenderedTuple:
     """Render a stored spec again from its source files (for `stemforge mix rerender` and audits)."""
     spec = MixSpec.from_dict(spec_dict)
@@ -196,16 +178,24 @@ def rerender_sample(spec_dict: dict[str, Any], audio_cfg: AudioConfig | None = N
 
 
 class MixSampleFactory:
-    """`factory(i) -> shard sample | None` for a shard store writer; picklable before first use (worker processes
-    each build their own planner and clip cache). Failed renders return None and are kept in `errors`."""
+    """`factory(i) -> shard sample` for a shard store writer. A tuple that cannot be rendered (unreadable or silent
+    source) raises `SkipSample` with its key and reason, so the writer records the drop in its group record, in
+    whatever process rendered it. Cheap to construct: planner and clip cache are built on first use."""
 
     def __init__(self, cfg: MixingConfig, seed: int, sources: str | Path | None = None, stems_dir: str | Path | None = None,
                  audio_cfg: AudioConfig | None = None, recipe: str | None = None, scenes: str | Path | None = None):
         self.stage = MixStage(cfg, seed, sources, stems_dir, audio_cfg, recipe, scenes)
-        self.errors: list[str] = []
 
-    def __call__(self, index: int) -> dict[str, Any] | None:
+    def __call__(self, index: int) -> dict[str, Any]:
         result = self.stage({"index": np.asarray([index], dtype=np.int64)})
         if result["error"][0] is not None:
-            self.errors.append(result["error"][0])
+            raise SkipSample(result["error"][0], key=result["__key__"][0])
         return result["sample"][0]
+
+
+def mix_factory(mixing: dict[str, Any], seed: int, audio: dict[str, Any] | None = None, sources: str | None = None,
+                stems_dir: str | None = None, recipe: str | None = None, scenes: str | None = None) -> MixSampleFactory:
+    """Build a `MixSampleFactory` from plain data (config sections as dicts): the target of the engine's
+    `FactorySpec("pipelines.mixing.job:mix_factory", ...)`, called inside each shard-writing worker."""
+    return MixSampleFactory(MixingConfig.model_validate(mixing), int(seed), sources, stems_dir,
+                            AudioConfig.model_validate(audio or {}), recipe, scenes)

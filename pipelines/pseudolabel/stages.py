@@ -4,80 +4,87 @@ Input rows (one per scene): `scene_id`, `path` (or `mixture` already loaded), `s
 (mode "labels") or `caption` (mode "captions"). Output rows (one per track): the query (label, texts, labels),
 the chosen variant, `mixture` (the scene), `target`, `residual` (= scene - target, kept for every query), the scene
 remix scores `re_sdr_db`/`re_sisdr_db` of all tracks of the scene, `rerank_score`, `duration_s`.
-Scenes with fewer than `min_events` queries produce no rows; `SceneLedger` counts them so the report shows them.
+Scenes with fewer than `min_events` queries produce no rows; the stage counts them (`scenes_skipped_min_events`)
+so the run summary shows them.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from pipelines.filters.remix import remix_scores
+from pipelines.filters.scoring import load_model, section_dict
 from pipelines.pseudolabel.candidates import (best_variant, query_texts, rerank_score, separate_queries, variants)
 from pipelines.pseudolabel.config import PseudoLabelConfig
 from pipelines.pseudolabel.decompose import Query, label_queries
 from pipelines.pseudolabel.prompted import prompt_queries, split_caption
-from pipelines.stage import BaseStage, Batch, Resources, batch_len, concat_batches, rows_to_batch
+from pipelines.stage import BaseStage, Batch, StageContext, batch_len, concat_batches, rows_to_batch
 from storage.audio import AudioConfig, load_audio
+
+CANDIDATE_COLUMNS = (
+    "candidate_id", "scene_id", "query_index", "label", "positive_text", "negative_text", "positive_labels",
+    "negative_labels", "scene_labels", "query_mode", "gain_db", "num_variants", "rerank_score", "sample_rate",
+    "duration_s", "re_sdr_db", "re_sisdr_db", "scene_path", "mixture", "target", "residual",
+)
 
 
 class LoadScenes(BaseStage):
     """Adds `mixture` (float32 [T] at the configured rate) from `path`; a bad file raises AudioError naming it."""
 
     name = "load_scenes"
-    resources = Resources(cpus=1, gpus=0, batch_size=8)
+    inputs = ("path",)
+    outputs = ("mixture", "sample_rate")
 
-    def __init__(self, audio_cfg: AudioConfig) -> None:
+    def __init__(self, audio: AudioConfig | dict[str, Any]) -> None:
         super().__init__()
-        self.audio_cfg = audio_cfg
+        self.audio_cfg = AudioConfig.model_validate(section_dict(audio))
 
     def __call__(self, batch: Batch) -> Batch:
         audios = [load_audio(p, self.audio_cfg) for p in batch["path"]]
         return {**batch, "mixture": audios, "sample_rate": np.full(len(audios), self.audio_cfg.sample_rate, dtype=np.int64)}
 
 
-@dataclass
-class SceneLedger:
-    """Per-run count of scenes seen and skipped (fewer than min_events), so nothing disappears unrecorded."""
-
-    seen: int = 0
-    skipped: list[str] = field(default_factory=list)
-
-
 class PseudoLabel(BaseStage):
-    """Separates every query of every scene (with variants and reranking) and emits one row per track."""
+    """Separates every query of every scene (with variants and reranking) and emits one row per track.
+
+    `separator` is `{"checkpoint": path}`; `clap`/`judge` are their config sections (needed only for reranking,
+    `num_candidates > 1`). Models come from the worker's cache, so the scoring stages fused after this one reuse
+    the same CLAP and judge instances. Tests may assign `separator`/`clap`/`judge` objects before calling.
+    """
 
     name = "pseudo_label"
-    resources = Resources(cpus=1, gpus=0, batch_size=4)
+    passthrough = False
+    outputs = CANDIDATE_COLUMNS
+    uses_models = True
 
-    def __init__(self, cfg: PseudoLabelConfig, separator_factory: Callable[[], Any], clap_factory: Callable[[], Any] | None = None,
-                 judge_factory: Callable[[], Any] | None = None, is_ancestor: Callable[[str, str], bool] | None = None) -> None:
+    def __init__(self, cfg: PseudoLabelConfig | dict[str, Any], separator: dict[str, Any] | None = None,
+                 clap: Any = None, judge: Any = None) -> None:
         super().__init__()
-        self.cfg = cfg
-        self.resources = Resources(cpus=1, gpus=0, batch_size=cfg.batch_size)
-        self.separator_factory = separator_factory
-        self.clap_factory = clap_factory
-        self.judge_factory = judge_factory
-        self.is_ancestor = is_ancestor
-        self.variants = variants(cfg)
-        if len(self.variants) > 1 and (clap_factory is None or judge_factory is None):
+        self.cfg = PseudoLabelConfig.model_validate(section_dict(cfg))
+        self.inputs = ("scene_id", "mixture", "sample_rate", "event_labels" if self.cfg.mode == "labels" else "caption")
+        self.separator_spec = dict(separator or {})
+        self.clap_spec = section_dict(clap) if clap is not None else None
+        self.judge_spec = section_dict(judge) if judge is not None else None
+        self.variants = variants(self.cfg)
+        if len(self.variants) > 1 and (self.clap_spec is None or self.judge_spec is None):
             raise ValueError("pseudo_label.num_candidates > 1 needs CLAP and judge scorers for reranking")
         self.separator: Any = None
         self.clap: Any = None
         self.judge: Any = None
-        self.ledger = SceneLedger()
 
-    def setup(self) -> None:
+    def setup(self, ctx: StageContext) -> None:
         if self.separator is None:
-            self.separator = self.separator_factory()
+            if not self.separator_spec.get("checkpoint"):
+                raise ValueError("pseudo_label needs a separator checkpoint ({'checkpoint': path})")
+            self.separator = load_model(ctx, "separator", self.separator_spec)
         if len(self.variants) > 1:
-            self.clap = self.clap or self.clap_factory()  # type: ignore[misc]
-            self.judge = self.judge or self.judge_factory()  # type: ignore[misc]
+            self.clap = self.clap or load_model(ctx, "clap", self.clap_spec)  # type: ignore[arg-type]
+            self.judge = self.judge or load_model(ctx, "judge", self.judge_spec)  # type: ignore[arg-type]
 
     def queries_for(self, row: dict[str, Any]) -> list[Query]:
         if self.cfg.mode == "labels":
-            return label_queries(row["scene_id"], list(row["event_labels"]), self.is_ancestor)
+            return label_queries(row["scene_id"], list(row["event_labels"]))
         return prompt_queries(row["scene_id"], split_caption(row["caption"]))
 
     def _separate(self, mixtures: np.ndarray, sr: int, pos: list[str], neg: list[str | None]) -> np.ndarray:
@@ -98,10 +105,9 @@ class PseudoLabel(BaseStage):
         return best, scores[np.arange(q), best]
 
     def scene_rows(self, row: dict[str, Any]) -> list[dict[str, Any]]:
-        self.ledger.seen += 1
         queries = self.queries_for(row)
         if len(queries) < self.cfg.min_events:
-            self.ledger.skipped.append(row["scene_id"])
+            self.count("scenes_skipped_min_events")
             return []
         scene = np.asarray(row["mixture"], dtype=np.float32)
         sr = int(row["sample_rate"])
@@ -140,7 +146,7 @@ class PseudoLabel(BaseStage):
 
     def __call__(self, batch: Batch) -> Batch:
         if self.separator is None:
-            self.setup()
+            self.setup(StageContext())
         rows: list[dict[str, Any]] = []
         for i in range(batch_len(batch)):
             rows.extend(self.scene_rows({k: batch[k][i] for k in batch}))

@@ -1,7 +1,8 @@
 """WebDataset shard store: deterministic, crash-safe, resumable writing with a Parquet index, and readers.
 
 Importing this package is light (no torch, no ray): the readers are loaded on first use of their names
-(`iter_samples`, `ShardIterableDataset`, ...), and `read_shards_ray` imports ray only when called.
+(`iter_samples`, `ShardIterableDataset`, ...). Ray lives in `engine/` only: parallel writing is
+`engine/shard_jobs.py`, the Ray Data reader `engine/ray_reader.py`.
 """
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from typing import Any
 
 from storage.shards.config import ShardConfig
 from storage.shards.index import open_index, read_index, read_member
-from storage.shards.store import StoreError, StorePlan, is_complete, remove_partials, write_group, write_store
+from storage.shards.store import (SkipSample, StoreError, StorePlan, finalize_store, is_complete, pending_groups,
+                                  plan_store, read_group_record, write_group, write_store)
 from storage.shards.writer import SampleError, TarShardWriter, encode_members
 
 _LAZY = {
@@ -18,7 +20,6 @@ _LAZY = {
     "ShardIterableDataset": "storage.shards.reader",
     "ShardReadError": "storage.shards.reader",
     "list_shards": "storage.shards.reader",
-    "read_shards_ray": "storage.shards.ray_reader",
     "summarize_store": "storage.shards.inspect",
     "verify_store": "storage.shards.inspect",
 }
@@ -31,6 +32,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
-    "SampleError", "ShardConfig", "StoreError", "StorePlan", "TarShardWriter", "encode_members", "is_complete",
-    "open_index", "read_index", "read_member", "remove_partials", "write_group", "write_store", *_LAZY,
+    "SampleError", "ShardConfig", "SkipSample", "StoreError", "StorePlan", "TarShardWriter", "encode_members",
+    "finalize_store", "is_complete", "open_index", "pending_groups", "plan_store", "read_group_record", "read_index", "read_member",
+    "write_group", "write_store", *_LAZY,
 ]

@@ -21,6 +21,7 @@ from typing import Any, Callable, Iterable, Iterator, Literal, Sequence
 
 import numpy as np
 import soundfile as sf
+from storage.errors import reconstructible
 
 log = logging.getLogger("stemforge.shards")
 
@@ -28,6 +29,7 @@ OnError = Literal["raise", "skip"]
 AUDIO_EXTS = (".flac", ".wav")
 
 
+@reconstructible
 class ShardReadError(RuntimeError):
     """A corrupt or truncated shard or member; `shard` and `member` say exactly where."""
 

@@ -1,29 +1,35 @@
-"""Resumable, idempotent shard store: `write_store(out_dir, sample_factory, num, cfg)`.
+"""Resumable, idempotent shard store written by many writers: `plan_store` -> `write_group` per group -> `finalize_store`.
 
 Samples are numbered 0..num-1 and rendered by a deterministic `sample_factory(i) -> dict | None` (None drops the
-sample, e.g. when a filter rejects it). Shard boundaries are planned from numbers, not from what happens to be
-rendered: group j holds samples [j*max_count, (j+1)*max_count) and is written as `<prefix>-<j:06d>.tar`; if
-`max_bytes` would be exceeded the group continues in `<prefix>-<j:06d>_<p:02d>.tar` (p = 1, 2, ...). The cut points
-depend only on the encoded sizes, so the same inputs always give the same file names and bytes.
+sample, e.g. when a filter rejects it; raising `SkipSample` drops it with a reason that is kept). Shard boundaries
+are planned from numbers, not from what happens to be rendered: group j holds samples [j*max_count,
+(j+1)*max_count) and is written as `<prefix>-<j:06d>.tar`; if `max_bytes` would be exceeded the group continues in
+`<prefix>-<j:06d>_<p:02d>.tar` (p = 1, 2, ...). The cut points depend only on the encoded sizes, so the same inputs
+always give the same file names and bytes, whichever process writes which group.
+
+A shard group is the unit of work: groups never share a file, so different processes (Ray tasks, see
+`engine/shard_jobs.py`) write different groups of one store at the same time. Each group is guarded by its own lock
+file (a second writer of the *same* group is refused) and a writer only ever removes files of its own group.
 
 Commit protocol per shard: tar under a temp name -> fsync -> rename -> `index/<shard>.parquet` (atomic). A shard
 counts only when its index exists. When every shard of a group is committed a group marker
-`index/groups/<prefix>-<j:06d>.json` is written, and a re-run skips the group without rendering its samples. A
-killed run leaves at most temp files and possibly a published tar without index; the next run removes both and
-continues from the end of the last committed shard. `manifest.json` and `_SUCCESS` close a complete store.
+`index/groups/<prefix>-<j:06d>.json` is written (with the group's drop records), and a re-run skips the group
+without rendering its samples, unless one of its shards has gone missing. A killed writer leaves at most temp files
+and possibly a published tar without index; the next writer of that group removes both and continues from the end
+of the last committed shard. `finalize_store` writes `manifest.json` and `_SUCCESS` once every group is committed.
 """
 from __future__ import annotations
 
 import concurrent.futures as cf
-import contextlib
 import fcntl
 import hashlib
 import json
 import logging
 import math
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Mapping
 
 import pyarrow.parquet as pq
 
@@ -40,13 +46,23 @@ PLAN_FILE = "store.json"
 MANIFEST_FILE = "manifest.json"
 SUCCESS_FILE = "_SUCCESS"
 GROUPS_DIR = "groups"
-LOCK_FILE = ".writer.lock"
+LOCKS_DIR = ".locks"
 
 SampleFactory = Callable[[int], "Mapping[str, Any] | None"]
 
 
 class StoreError(RuntimeError):
-    """A store that cannot be written or resumed (plan mismatch, foreign files); names the directory."""
+    """A store that cannot be written or resumed (plan mismatch, foreign files, missing groups); names the directory."""
+
+
+class SkipSample(Exception):
+    """Raised by a sample factory to drop sample i *with a reason*: the writer records `{index, key, reason}` in
+    the group's record and marker (so a report can list every dropped tuple, whichever process rendered it)."""
+
+    def __init__(self, reason: str, key: str | None = None):
+        self.reason = str(reason)
+        self.key = key
+        super().__init__(self.reason if key is None else f"{key}: {self.reason}")
 
 
 @dataclass(frozen=True)
@@ -87,26 +103,61 @@ def _group_marker(out_dir: Path, plan: StorePlan, j: int) -> Path:
     return index_dir(out_dir) / GROUPS_DIR / f"{plan.group_name(j)}.json"
 
 
-def remove_partials(out_dir: str | Path) -> int:
-    """Delete temp files left by a killed writer (shards and index parts). Returns how many were removed."""
-    out_dir = Path(out_dir)
-    removed = 0
+class _GroupLock:
+    """An flock on `.locks/<group>.lock`: one writer per group (two writers of one group would remove each other's
+    temp files). Groups of one store are written concurrently; an flock dies with its process, so a killed or lost
+    worker never blocks the retry."""
+
+    def __init__(self, out_dir: Path, group: str):
+        self.path = out_dir / LOCKS_DIR / f"{group}.lock"
+        self.group = group
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise StoreError(f"{self.path.parent.parent}: another process is writing shard group {self.group} "
+                             f"({self.path})") from None
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+
+def _group_temps(out_dir: Path, group: str) -> list[Path]:
+    """Temp files of this group only (shards, index parts, marker): never another writer's."""
+    found: list[Path] = []
     for d in (out_dir, index_dir(out_dir), index_dir(out_dir) / GROUPS_DIR):
         if d.is_dir():
-            for tmp in d.glob(f".*{TMP_SUFFIX}"):
-                tmp.unlink(missing_ok=True)
-                removed += 1
-    if removed:
-        log.info("%s: removed %d partial file(s) from an interrupted run", out_dir, removed)
-    return removed
+            found.extend([*d.glob(f".{group}.*{TMP_SUFFIX}"), *d.glob(f".{group}_*{TMP_SUFFIX}")])
+    return found
+
+
+def _group_files(out_dir: Path, group: str) -> list[Path]:
+    """Final-named files of this group: its tars and their index parts."""
+    idx_dir = index_dir(out_dir)
+    return [*out_dir.glob(f"{group}.tar"), *out_dir.glob(f"{group}_*.tar"),
+            *idx_dir.glob(f"{group}.parquet"), *idx_dir.glob(f"{group}_*.parquet")]
+
+
+def _remove_group_files(out_dir: Path, group: str) -> None:
+    for path in _group_files(out_dir, group):
+        path.unlink(missing_ok=True)
 
 
 def _committed_parts(out_dir: Path, plan: StorePlan, j: int) -> tuple[list[dict[str, Any]], int]:
     """Committed shards of group j in order, and the next sample number to render.
 
     A shard counts only when its tar and its index part both exist and the parts chain without gaps. Everything
-    else of this group (a tar published just before a kill, before its index; files after a gap) is removed, so
-    the group continues exactly where the uninterrupted run would have.
+    else of this group (temp files of a killed writer, a tar published just before a kill but before its index,
+    files after a gap) is removed, so the group continues exactly where the uninterrupted run would have.
     """
     first, end = plan.group_range(j)
     parts: list[dict[str, Any]] = []
@@ -131,12 +182,12 @@ def _committed_parts(out_dir: Path, plan: StorePlan, j: int) -> tuple[list[dict[
         part += 1
     keep = {p["name"] for p in parts}
     group = plan.group_name(j)
-    idx_dir = index_dir(out_dir)
-    leftovers = [*out_dir.glob(f"{group}.tar"), *out_dir.glob(f"{group}_*.tar"),
-                 *idx_dir.glob(f"{group}.parquet"), *idx_dir.glob(f"{group}_*.parquet")]
-    for d in (out_dir, idx_dir):  # temp files of this group from a killed writer
-        for tmp in [*d.glob(f".{group}.*{TMP_SUFFIX}"), *d.glob(f".{group}_*{TMP_SUFFIX}")]:
-            tmp.unlink(missing_ok=True)
+    leftovers = _group_files(out_dir, group)
+    temps = _group_temps(out_dir, group)
+    for tmp in temps:
+        tmp.unlink(missing_ok=True)
+    if temps:
+        log.info("%s: removed %d partial file(s) of group %s from an interrupted writer", out_dir, len(temps), group)
     for path in leftovers:
         if f"{path.stem}.tar" not in keep:
             log.info("%s: not committed by the interrupted run; removing", path)
@@ -162,7 +213,8 @@ class Committer:
 
     Why: fsyncing a shard and writing its index take disk latency that a plain writer never pays; overlapping it
     with rendering the next shard hides most of it. Order is preserved (shard, then its index, then the group
-    marker), so the crash-safety protocol is unchanged. `close()` waits for everything and re-raises the first error.
+    marker, then the group's lock release), so the crash-safety protocol is unchanged. `close()` waits for
+    everything and re-raises the first error.
     """
 
     def __init__(self, max_pending: int = 4) -> None:
@@ -208,22 +260,77 @@ def _publish(out_dir: Path, writer: TarShardWriter, rows: list[dict[str, Any]], 
         write_shard_index(out_dir, info.name, rows, sample_range)
 
 
-def write_group(out_dir: str | Path, plan: StorePlan, j: int, sample_factory: SampleFactory, *, fsync: bool = True,
-                progress: Callable[[int], None] | None = None, committer: Committer | None = None) -> dict[str, Any]:
-    """Write (or finish, or skip) group j. Safe to call again after a crash; one writer per group at a time.
-
-    With a `committer`, shards, index parts and the group marker are published in the background (call
-    `committer.close()` before relying on them); without one, everything is on disk when this returns.
-    Returns the group record `{"group", "range", "shards": [{"name", "range", "count", "bytes"}], ...}`.
-    """
+def read_group_record(out_dir: str | Path, plan: StorePlan, j: int) -> dict[str, Any] | None:
+    """Group j's record if its marker exists and every shard it lists is still there at its recorded size."""
     out_dir = Path(out_dir)
     marker = _group_marker(out_dir, plan, j)
-    if marker.exists():
+    try:
         record = json.loads(marker.read_text())
-        record["skipped"] = True
-        if progress:
-            progress(plan.group_range(j)[1] - plan.group_range(j)[0])
+    except (OSError, ValueError):
+        return None
+    for shard in record.get("shards", []):
+        tar = out_dir / shard["name"]
+        try:
+            intact = tar.stat().st_size == shard["bytes"] and index_path(out_dir, shard["name"]).exists()
+        except OSError:
+            intact = False
+        if not intact:
+            return None
+    return record
+
+
+def pending_groups(out_dir: str | Path, plan: StorePlan) -> list[int]:
+    """Groups without an intact commit (no marker, or a marker whose shards went missing): what a run must write."""
+    out_dir = Path(out_dir)
+    return [j for j in range(plan.groups) if read_group_record(out_dir, plan, j) is None]
+
+
+def write_group(out_dir: str | Path, plan: StorePlan, j: int, sample_factory: SampleFactory, *, fsync: bool = True,
+                progress: Callable[[int], None] | None = None, committer: Committer | None = None) -> dict[str, Any]:
+    """Write (or finish, or skip) group j; safe to call again after a crash, and concurrently for other groups.
+
+    With a `committer`, shards, index parts, the group marker and the group lock's release are published in the
+    background (call `committer.close()` before relying on them); without one, everything is on disk when this
+    returns. Returns the group record `{"group", "range", "shards": [{"name", "range", "count", "bytes"}],
+    "drops": [{"index", "key", "reason"}], "dropped_in_run", "skipped"}`.
+    """
+    out_dir = Path(out_dir)
+    first, end = plan.group_range(j)
+    lock = _GroupLock(out_dir, plan.group_name(j))
+    lock.acquire()
+
+    def run(fn: Callable[..., Any], *args: Any) -> None:
+        if committer is None:
+            fn(*args)
+        else:
+            committer.submit(fn, *args)
+
+    try:
+        record = read_group_record(out_dir, plan, j)
+        if record is not None:
+            record["skipped"] = True
+            if progress:
+                progress(end - first)
+            return record
+        marker = _group_marker(out_dir, plan, j)
+        if marker.exists():  # committed once, but a shard went missing or changed size: redo the whole group
+            log.warning("%s: a shard of group %s is missing or changed; rewriting the group", out_dir, plan.group_name(j))
+            marker.unlink()
+            _remove_group_files(out_dir, plan.group_name(j))
+        record = _render_group(out_dir, plan, j, sample_factory, fsync, progress, run)
+        run(atomic_write_text, marker, json.dumps(record, sort_keys=True))
+        record["skipped"] = False
         return record
+    finally:
+        try:
+            run(lock.release)  # after the marker: the next writer of this group sees it committed
+        except BaseException:
+            lock.release()  # the committer refused new work (an earlier commit failed): release now
+            raise
+
+
+def _render_group(out_dir: Path, plan: StorePlan, j: int, sample_factory: SampleFactory, fsync: bool,
+                  progress: Callable[[int], None] | None, run: Callable[..., None]) -> dict[str, Any]:
     first, end = plan.group_range(j)
     parts, nxt = _committed_parts(out_dir, plan, j)
     if progress and nxt > first:
@@ -232,13 +339,7 @@ def write_group(out_dir: str | Path, plan: StorePlan, j: int, sample_factory: Sa
     writer: TarShardWriter | None = None
     rows: list[dict[str, Any]] = []
     part_first = nxt
-    dropped = 0
-
-    def run(fn: Callable[..., Any], *args: Any) -> None:
-        if committer is None:
-            fn(*args)
-        else:
-            committer.submit(fn, *args)
+    drops: list[dict[str, Any]] = []
 
     def commit(upto: int) -> None:
         nonlocal writer, rows, part_first
@@ -250,11 +351,17 @@ def write_group(out_dir: str | Path, plan: StorePlan, j: int, sample_factory: Sa
 
     try:
         for i in range(nxt, end):
-            sample = sample_factory(i)
+            try:
+                sample = sample_factory(i)
+            except SkipSample as skip:
+                drops.append({"index": i, "key": skip.key, "reason": skip.reason})
+                sample = None
+            else:
+                if sample is None:
+                    drops.append({"index": i, "key": None, "reason": None})
             if progress:
                 progress(1)
             if sample is None:
-                dropped += 1
                 continue
             key, members = encode_members(sample)
             json_text = next((data.decode("utf-8") for ext, data in members if ext == "json"), None)
@@ -276,9 +383,8 @@ def write_group(out_dir: str | Path, plan: StorePlan, j: int, sample_factory: Sa
         if writer is not None:
             writer.abort()
         raise
-    record = {"group": plan.group_name(j), "range": [first, end], "shards": shards, "dropped_in_run": dropped}
-    run(atomic_write_text, marker, json.dumps(record, sort_keys=True))
-    return record
+    return {"group": plan.group_name(j), "range": [first, end], "shards": shards, "drops": drops,
+            "dropped_in_run": len(drops)}
 
 
 def _check_plan(out_dir: Path, plan: StorePlan) -> None:
@@ -298,6 +404,54 @@ def _check_plan(out_dir: Path, plan: StorePlan) -> None:
             raise StoreError(f"{out_dir}: contains {len(foreign)} tar file(s) but no {PLAN_FILE}; "
                              "refusing to write a store over foreign shards")
         atomic_write_text(path, json.dumps(plan.to_json(), sort_keys=True, indent=1))
+
+
+def is_complete(out_dir: str | Path) -> bool:
+    return (Path(out_dir) / SUCCESS_FILE).exists() and (Path(out_dir) / MANIFEST_FILE).exists()
+
+
+def _store_temps(out_dir: Path) -> list[Path]:
+    return [p for name in (PLAN_FILE, MANIFEST_FILE, SUCCESS_FILE) for p in out_dir.glob(f".{name}.*{TMP_SUFFIX}")]
+
+
+def plan_store(out_dir: str | Path, num: int, cfg: ShardConfig | None = None,
+               meta: Mapping[str, Any] | None = None) -> StorePlan:
+    """Create or re-open the store at `out_dir` for samples 0..num-1 and return its plan (the driver calls this once).
+
+    `meta` (e.g. the producing config's hash and seed) is part of the plan: re-opening with different meta, counts
+    or limits is refused instead of silently mixing datasets; so is a directory holding tars but no plan. A store
+    marked complete whose shards went missing loses its `_SUCCESS` so the missing groups are written again.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plan = StorePlan.from_config(num, cfg or ShardConfig(), meta)
+    _check_plan(out_dir, plan)
+    for tmp in _store_temps(out_dir):
+        tmp.unlink(missing_ok=True)
+    if is_complete(out_dir):
+        missing = pending_groups(out_dir, plan)
+        if missing:
+            log.warning("%s: marked complete but %d shard group(s) are missing or changed (%s); writing them again",
+                        out_dir, len(missing), ", ".join(plan.group_name(j) for j in missing[:5]))
+            (out_dir / SUCCESS_FILE).unlink(missing_ok=True)
+    return plan
+
+
+def finalize_store(out_dir: str | Path, plan: StorePlan) -> dict[str, Any]:
+    """Write `manifest.json` and then `_SUCCESS` once every group is committed; returns the manifest.
+
+    Idempotent: a complete store's manifest is returned without rewriting anything. Raises `StoreError` naming the
+    groups that are not committed yet (their writers failed or have not run).
+    """
+    out_dir = Path(out_dir)
+    records = [read_group_record(out_dir, plan, j) for j in range(plan.groups)]
+    missing = [plan.group_name(j) for j, r in enumerate(records) if r is None]
+    if missing:
+        raise StoreError(f"{out_dir}: {len(missing)} of {plan.groups} shard group(s) not committed: "
+                         f"{', '.join(missing[:10])}{' ...' if len(missing) > 10 else ''}")
+    if is_complete(out_dir):
+        return json.loads((out_dir / MANIFEST_FILE).read_text())
+    return _write_manifest(out_dir, plan, [r for r in records if r is not None])
 
 
 def _write_manifest(out_dir: Path, plan: StorePlan, records: list[dict[str, Any]]) -> dict[str, Any]:
@@ -330,71 +484,24 @@ def _write_manifest(out_dir: Path, plan: StorePlan, records: list[dict[str, Any]
     return manifest
 
 
-def is_complete(out_dir: str | Path) -> bool:
-    return (Path(out_dir) / SUCCESS_FILE).exists() and (Path(out_dir) / MANIFEST_FILE).exists()
-
-
 def write_store(out_dir: str | Path, sample_factory: SampleFactory, num: int, cfg: ShardConfig | None = None, *,
-                meta: Mapping[str, Any] | None = None, workers: int = 1,
+                meta: Mapping[str, Any] | None = None,
                 progress: Callable[[int], None] | None = None) -> dict[str, Any]:
-    """Write samples 0..num-1 into a shard store at `out_dir`, resuming a previous partial run; returns the manifest.
+    """Sequential, in-process convenience: `plan_store`, `write_group` for every pending group, `finalize_store`.
 
-    `meta` (e.g. the producing config's hash and seed) is part of the plan: resuming with different meta, counts or
-    limits is refused instead of silently mixing datasets. `workers > 1` renders groups in parallel processes (the
-    factory must then be picklable). A complete store is returned as is (idempotent).
+    The same steps `engine/shard_jobs.py` runs across Ray tasks; use that for parallel writing. Resumes a partial
+    store; a complete store is returned as is (idempotent). Returns the manifest.
     """
     cfg = cfg or ShardConfig()
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with _exclusive(out_dir):
-        return _write_store_locked(out_dir, sample_factory, num, cfg, meta, workers, progress)
-
-
-@contextlib.contextmanager
-def _exclusive(out_dir: Path) -> Iterator[None]:
-    """One writing process per store: two writers on one directory would remove each other's temp files.
-    An flock dies with its process, so a killed run never blocks the resume."""
-    with open(out_dir / LOCK_FILE, "a+") as fh:
-        try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise StoreError(f"{out_dir}: another process is writing this shard store ({out_dir / LOCK_FILE})") from None
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
-
-
-def _write_store_locked(out_dir: Path, sample_factory: SampleFactory, num: int, cfg: ShardConfig,
-                        meta: Mapping[str, Any] | None, workers: int,
-                        progress: Callable[[int], None] | None) -> dict[str, Any]:
-    plan = StorePlan.from_config(num, cfg, meta)
-    _check_plan(out_dir, plan)
-    if is_complete(out_dir):
-        if progress:
-            progress(num)
-        return json.loads((out_dir / MANIFEST_FILE).read_text())
-    remove_partials(out_dir)
-    records: list[dict[str, Any]] = []
-    if workers <= 1 or plan.groups <= 1:
+    plan = plan_store(out_dir, num, cfg, meta)
+    if not is_complete(out_dir):
         with Committer() as committer:
             for j in range(plan.groups):
-                records.append(write_group(out_dir, plan, j, sample_factory, fsync=cfg.fsync, progress=progress,
-                                           committer=committer))
-    else:
-        with cf.ProcessPoolExecutor(max_workers=workers) as pool:
-            futures = [pool.submit(write_group, out_dir, plan, j, sample_factory, fsync=cfg.fsync)
-                       for j in range(plan.groups)]
-            for fut in futures:
-                record = fut.result()
-                records.append(record)
-                if progress:
-                    first, end = record["range"]
-                    progress(end - first)
-    skipped = sum(1 for r in records if r.get("skipped"))
-    if skipped:
-        log.info("%s: %d of %d shard group(s) were already complete", out_dir, skipped, len(records))
-    return _write_manifest(out_dir, plan, records)
+                write_group(out_dir, plan, j, sample_factory, fsync=cfg.fsync, progress=progress, committer=committer)
+    elif progress:
+        progress(num)
+    return finalize_store(out_dir, plan)
 
 
-__all__ = ["Committer", "SampleError", "StoreError", "StorePlan", "is_complete", "remove_partials", "write_group", "write_store"]
+__all__ = ["Committer", "SampleError", "SkipSample", "StoreError", "StorePlan", "finalize_store",
+           "is_complete", "pending_groups", "plan_store", "read_group_record", "write_group", "write_store"]

@@ -26,6 +26,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from storage.atomic import fsync_dir
+from storage.errors import reconstructible
 
 BLOCK = tarfile.BLOCKSIZE  # 512
 RECORD = tarfile.RECORDSIZE  # 20 blocks; tarfile pads the archive end to a whole record
@@ -34,6 +35,7 @@ TAR_FORMAT = tarfile.PAX_FORMAT
 TMP_SUFFIX = ".tmp"
 
 
+@reconstructible
 class SampleError(ValueError):
     """A sample that cannot be stored (bad key, bad member name or value); names the key and the problem."""
 

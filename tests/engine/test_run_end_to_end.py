@@ -1,12 +1,15 @@
 """The whole engine on a tiny demo corpus with tiny budgets: every step, the report contract, resume by markers.
 
-Budgets are seconds and a few optimiser steps, so the numbers mean nothing; what is tested is that every step runs
-(the scorers in their background process included), the report has the fields the issue names, the tiered
-candidates are accounted for, and a second invocation resumes every step instead of recomputing it.
+Budgets are a few optimiser steps, so the numbers mean nothing; what is tested is that every step runs
+(under Ray the scorers as Ray tasks beside separator_0; in-process one after another), the report has the fields
+the issue names, the tiered candidates are accounted for, and a second invocation resumes every step from its
+marker instead of recomputing it (no checkpoint or table is rewritten).
 """
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import pytest
 
@@ -20,8 +23,8 @@ OVERRIDES = [
     "corpus.demo.classes=[dog, siren, piano, rain, bird, engine]",
     "corpus.demo.workers=1",
     "engine.synthetic_counts={train: 24, val: 4, test: 4}",
-    "engine.separator_budget_s=3",
-    "engine.retrain_budget_s=3",
+    "engine.separator_steps=4",
+    "engine.retrain_steps=4",
     "engine.eval_max_items=4",
     "engine.scorer_steps={clap: 3, judge_pretrain: 2, judge_finetune: 2, pc: 2}",
     "separator.steps_per_epoch=2",
@@ -32,9 +35,18 @@ OVERRIDES = [
 ]
 
 
-@pytest.mark.parametrize("queries", ["config", "run_clap"])
-def test_run_end_to_end_reports_every_iteration_and_resumes(tmp_path, queries):
-    cfg = load_config(None, [*OVERRIDES, f"engine.separator_queries={queries}", "separator.grad_threads=2"])
+def _outputs(root: Path) -> dict[str, tuple[int, int]]:
+    """(mtime_ns, size) of every checkpoint, table and shard the run wrote: a resumed step rewrites none."""
+    return {str(p): (p.stat().st_mtime_ns, p.stat().st_size) for p in root.rglob("*")
+            if p.is_file() and p.suffix in {".pt", ".parquet", ".tar"}}
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("queries,backend", [("config", "ray"), ("run_clap", "inprocess")])
+def test_run_end_to_end_reports_every_iteration_and_resumes(tmp_path, request, queries, backend):
+    if backend == "ray":
+        request.getfixturevalue("ray_local")  # the run reuses the session's Ray instead of starting its own
+    cfg = load_config(None, [*OVERRIDES, f"engine.separator_queries={queries}", f"engine.backend={backend}"])
     assert cfg.engine.parallel_scorers
     report = run_job(cfg, out_root=tmp_path, name="e2e")
     root = tmp_path / "e2e"
@@ -46,26 +58,48 @@ def test_run_end_to_end_reports_every_iteration_and_resumes(tmp_path, queries):
         assert all(k in it for k in keys), sorted(set(keys) - set(it))
         assert it["candidates"] > 0 and it["natural_sdri_db"] is not None
     ck = load_checkpoint(report["iterations"][1]["separator_checkpoint"])
-    # separator_0 leaves the second core to the scorer process; the retrain, alone, splits batches over both
-    assert load_checkpoint(report["iterations"][0]["separator_checkpoint"]).config["grad_threads"] == 1
-    assert ck.config["grad_threads"] == cfg.separator.grad_threads == 2
-    if queries == "run_clap":
-        # the run's CLAP trains first (its text tower embeds the separators' queries); judge and PC train alongside
-        assert set(report["parallel_steps"]) == {"scorer_judge", "scorer_pc"}
+    # step budgets: each fit stops at exactly its engine.*_steps, whatever the machine's speed
+    for it, steps in zip(report["iterations"], (cfg.engine.separator_steps, cfg.engine.retrain_steps)):
+        last = Path(it["separator_checkpoint"]).with_name("last.pt")
+        assert load_checkpoint(last).train_state["step"] == steps and load_checkpoint(last).config["max_steps"] == steps
+    if queries == "run_clap":  # the run's CLAP trains first: its text tower embeds the separators' queries
         assert ck.text_encoder == f"clap:{report['scorers']['clap']['checkpoint']}"
     else:
-        assert set(report["parallel_steps"]) == {"scorer_clap", "scorer_judge", "scorer_pc"}
         assert ck.text_encoder.startswith("hash")
+    if backend == "ray":
+        assert report["ray"]["mode"] == "reused"
+        # the three scorers trained as Ray tasks (other processes) beside separator_0 and wrote their own markers
+        assert set(report["parallel_steps"]) == set(report["scorer_tasks"]) == {"scorer_clap", "scorer_judge", "scorer_pc"}
+        assert all(t["pid"] != os.getpid() and not t["resumed"] for t in report["scorer_tasks"].values())
+    else:  # no Ray at all: the scorers train one after another in this process
+        assert report["ray"] is None and report["parallel_steps"] == [] and report["scorer_tasks"] == {}
+    for s in ("scorer_clap", "scorer_judge", "scorer_pc"):
+        marker = json.loads((root / "steps" / f"{s}.json").read_text())
+        assert Path(marker["outputs"]["checkpoint"]).is_file() and marker["outputs"]["checkpoint"] == report["scorers"][s[7:]]["checkpoint"]
     assert report["resumed_steps"] == []
     for name in ("report.json", "report.md", "plot_sdri.png", "plot_scores.png", "plot_sweep.png"):
         assert (root / name).is_file(), name
     on_disk = json.loads((root / "report.json").read_text())
-    assert on_disk["iterations"][1]["separator_checkpoint"] == report["iterations"][1]["separator_checkpoint"]
+    assert on_disk["iterations"] == json.loads(json.dumps(report["iterations"]))
     payoff = on_disk["last_filter"]["payoff"]
-    if payoff.get("available"):
-        assert payoff["filters"]["judge"]["gating"] is cfg.filters.judge_enabled
+    assert payoff["available"], payoff  # the demo corpus has audit stems: true SDR exists for every candidate
+    assert payoff["filters"]["judge"]["gating"] is cfg.filters.judge_enabled
 
+    written = _outputs(root)
+    assert written
     again = run_job(cfg, out_root=tmp_path, name="e2e")
-    assert "separator_1" in again["resumed_steps"] and "scorer_judge" in again["resumed_steps"]
-    assert again["parallel_steps"] == []
-    assert again["iterations"][1]["sdri_db"] == report["iterations"][1]["sdri_db"]
+    assert sorted(again["resumed_steps"]) == sorted(report["timings"])  # every step resumed, none re-ran
+    assert again["parallel_steps"] == [] and again["scorer_tasks"] == {}
+    assert _outputs(root) == written  # and nothing it had written was rewritten
+
+
+@pytest.mark.timeout(300)
+def test_a_failing_scorer_task_surfaces_its_error_after_separator_0_is_saved(tmp_path, ray_local):
+    # an unknown scorer cap makes every scorer step raise inside its Ray task (engine.model_steps.capped)
+    cfg = load_config(None, [*OVERRIDES, "engine.backend=ray", "engine.scorer_steps={clap: 3, bogus: 1}"])
+    with pytest.raises(ValueError, match="unknown key") as info:
+        run_job(cfg, out_root=tmp_path, name="bad")
+    assert "in the Ray task of step scorer_clap" in "".join(getattr(info.value, "__notes__", []))
+    steps = tmp_path / "bad" / "steps"
+    assert (steps / "separator_0.json").is_file()  # the separator finished and kept its marker for the re-run
+    assert not list(steps.glob("scorer_*.json"))

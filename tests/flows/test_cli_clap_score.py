@@ -122,7 +122,25 @@ def test_score_judge_and_pc_join_into_one_table(trained_ckpt: Path, tmp_path: Pa
     for col in ("clap_target", "judge_overall", "judge_faithfulness", "pc_target", "pc_mix"):
         assert np.isfinite(np.array(t[col], dtype=float)).sum() >= 5, col
     assert set(t["judge_backend"]) == {"mini"} and set(t["pc_backend"]) == {"mini"} and set(t["clap_backend"]) == {"mini"}
+    # the judge is asked with positive_text like the engine's filter step (t00005 has a prompt but no positive_text)
+    judge = np.array(t["judge_overall"], dtype=float)
+    assert np.isnan(judge[t["key"].index("t00005")]) and np.isfinite(judge[0])
     bad = tmp_path / "judge_bad.pt"
     bad.write_bytes(b"garbage")
     res = runner.invoke(cli, ["score", "--scorer", "judge", "--shards", str(store), "--out", str(table), "--checkpoint", str(bad), "-q"])
     assert res.exit_code == 3 and "judge_bad.pt" in res.output
+
+
+@pytest.mark.timeout(300)
+def test_score_under_ray_equals_in_process(trained_ckpt: Path, tmp_path: Path, ray_local) -> None:
+    """`engine.backend: ray` runs the same stages in a Ray actor and writes the same table; --limit cuts samples."""
+    store = tmp_path / "shards"
+    write_store(store, Tuples(), 12)
+    tables = {}
+    for backend in ("inprocess", "ray"):
+        out = tmp_path / f"{backend}.parquet"
+        res = CliRunner().invoke(cli, ["score", "--scorer", "clap", "--shards", str(store), "--out", str(out), "--limit", "7",
+                                       "--set", f"clap.checkpoint={trained_ckpt}", "--set", f"engine.backend={backend}", "-q"])
+        assert res.exit_code == 0, res.output
+        tables[backend] = pq.read_table(out).to_pydict()
+    assert tables["ray"] == tables["inprocess"] and len(tables["ray"]["key"]) == 7

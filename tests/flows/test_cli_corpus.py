@@ -25,7 +25,8 @@ _spec.loader.exec_module(fx)  # type: ignore[union-attr]
 TINY = ["--set", "corpus.demo.classes=[dog, piano, siren, rain]", "--set", "corpus.demo.source_seconds=1.0",
         "--set", "corpus.demo.scene_seconds=2.0", "--set", "corpus.demo.event_seconds=[0.8,1.2]",
         "--set", "corpus.demo.sources_per_class={train: 1, val: 1, test: 0}",
-        "--set", "corpus.demo.scenes={train: 2, val: 0, test: 1}", "--set", "corpus.demo.workers=1"]
+        "--set", "corpus.demo.scenes={train: 2, val: 0, test: 1}", "--set", "corpus.demo.workers=1",
+        "--set", "engine.backend=inprocess"]  # Ray vs in-process bytes: tests/pipelines/test_demo_corpus.py
 
 
 def run(*args: str):

@@ -11,10 +11,12 @@ import soundfile as sf
 from click.testing import CliRunner
 
 from flows.cli import cli
-from pipelines.mixing.toy import write_toy_sources
+from toy_sources import write_toy_sources
 from storage.audio import decode_audio
 
 FAST = ["--set", "mixing.duration_s=1.0", "--set", "shards.max_count=8", "--quiet"]
+INPROC = [*FAST, "--set", "engine.backend=inprocess"]
+RAY = [*FAST, "--set", "engine.backend=ray"]  # with the ray_local fixture: ray_session reuses the test's Ray
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +41,7 @@ def _samples(store: Path) -> dict[str, dict[str, bytes]]:
 def test_mix_writes_contract_samples_and_rerenders(tmp_path: Path) -> None:
     corpus = write_toy_sources(tmp_path / "own", per_class=2, seconds=1.5)  # this test edits a source file
     store = tmp_path / "shards"
-    args = ["mix", "--sources", str(corpus), "--recipe", "promptsep", "--num", "20", "--out", str(store), "--seed", "7", *FAST]
+    args = ["mix", "--sources", str(corpus), "--recipe", "promptsep", "--num", "20", "--out", str(store), "--seed", "7", *INPROC]
     result = _run(args)
     assert result.exit_code == 0, result.output
     samples = _samples(store)
@@ -84,21 +86,49 @@ def test_mix_writes_contract_samples_and_rerenders(tmp_path: Path) -> None:
 def test_mix_resumes_after_partial_store(tmp_path: Path, corpus: Path) -> None:
     full, part = tmp_path / "full", tmp_path / "part"
     base = ["mix", "--sources", str(corpus), "--recipe", "opensep", "--out"]
-    assert _run([*base, str(full), "--num", "16", *FAST]).exit_code == 0
-    assert _run([*base, str(part), "--num", "16", *FAST]).exit_code == 0
+    assert _run([*base, str(full), "--num", "16", *INPROC]).exit_code == 0
+    assert _run([*base, str(part), "--num", "16", *INPROC]).exit_code == 0
     # simulate a crash after the first shard group: drop the second group's shard, index and marker
     (part / "shard-000001.tar").unlink()
     (part / "index" / "shard-000001.parquet").unlink()
     (part / "index" / "groups" / "shard-000001.json").unlink()
     (part / "_SUCCESS").unlink()
-    assert _run([*base, str(part), "--num", "16", *FAST]).exit_code == 0
+    assert _run([*base, str(part), "--num", "16", *INPROC]).exit_code == 0
     assert (part / "shard-000001.tar").read_bytes() == (full / "shard-000001.tar").read_bytes()
 
 
 def test_mix_usage_and_data_errors(tmp_path: Path, corpus: Path) -> None:
     assert _run(["mix", "--sources", str(corpus), "--num", "3", "--quiet"]).exit_code == 2
     result = _run(["mix", "--sources", str(corpus), "--num", "3", "--out", str(tmp_path / "x"), "--quiet",
-                   "--set", "mixing.split=test"])
+                   "--set", "mixing.split=test"])  # refused before Ray would start
     assert result.exit_code == 3 and "no clips in split 'test'" in result.output
     result = _run(["mix", "rerender", "--shards", str(tmp_path), "--key", "nope", "--out", str(tmp_path / "r"), "--quiet"])
     assert result.exit_code == 3
+
+
+@pytest.mark.timeout(240)
+def test_mix_with_two_ray_workers_reports_every_failed_tuple(ray_local, tmp_path: Path) -> None:
+    """Tuples whose source file is unreadable are rendered (and fail) in Ray worker processes: every one of them
+    must reach mix_report.json, and the shards must equal an in-process run's."""
+    from pipelines.mixing.job import make_key
+
+    corpus = write_toy_sources(tmp_path / "own", per_class=2, seconds=1.5)
+    broken = sorted((tmp_path / "own" / "sources").glob("*.flac"))[::4]
+    for path in broken:
+        path.write_bytes(b"not a flac file" * 10)
+    num, seed = 40, 3
+    base = ["mix", "--sources", str(corpus), "--recipe", "promptsep", "--num", str(num), "--seed", str(seed)]
+    ray_store, ref_store = tmp_path / "ray", tmp_path / "ref"
+    result = _run([*base, "--out", str(ray_store), "--workers", "2", *RAY])
+    assert result.exit_code == 0, result.output
+    report = json.loads((ray_store / "mix_report.json").read_text())
+    written = set(_samples(ray_store))
+    failed = {make_key("promptsep", seed, i) for i in range(num)} - written
+    assert failed, "the broken sources should have failed some tuples"
+    assert report["executor"] == "ray" and report["workers"] == 2 and report["groups_written"] == 5
+    assert report["num_errors"] == len(failed) == report["dropped"]
+    assert {e["key"] for e in report["errors"]} == failed
+    assert all(e["reason"] for e in report["errors"])
+    assert _run([*base, "--out", str(ref_store), *INPROC]).exit_code == 0
+    assert json.loads((ref_store / "mix_report.json").read_text())["errors"] == report["errors"]
+    assert {p.name: p.read_bytes() for p in ray_store.glob("*.tar")} == {p.name: p.read_bytes() for p in ref_store.glob("*.tar")}

@@ -52,3 +52,17 @@ def test_changed_config_is_refused_with_usage_exit(tmp_path):
 def test_run_help_lists_options():
     res = CliRunner().invoke(cli, ["run", "--help"])
     assert res.exit_code == 0 and "--restart" in res.output and "--until" in res.output
+
+
+def test_submit_and_jobs_report_usage_and_unreachable_clusters():
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    nothing = CliRunner().invoke(cli, ["submit", "--address", f"http://127.0.0.1:{port}"])
+    assert nothing.exit_code == 2 and "nothing to run" in nothing.output
+    unreachable = CliRunner().invoke(cli, ["jobs", "list", "--address", f"http://127.0.0.1:{port}"])
+    assert unreachable.exit_code == 1 and f"127.0.0.1:{port}" in unreachable.output
+    res = CliRunner().invoke(cli, ["--help"])
+    assert "submit" in res.output and "jobs" in res.output

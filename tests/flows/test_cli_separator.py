@@ -9,11 +9,11 @@ import torch
 from click.testing import CliRunner
 
 from flows.cli import cli
-from models.separator.synthetic import synthetic_samples, write_tar_shard
+from separator_data import synthetic_samples, untrained_checkpoint, write_samples
 from storage.audio import load_audio, write_audio
 
 SMALL = ["--set", "separator.width=48", "--set", "separator.segment_s=1.0", "--set", "separator.batch_size=4",
-         "--set", "separator.steps_per_epoch=3", "--set", "separator.max_epochs=2", "--set", "separator.threads=1"]
+         "--set", "separator.steps_per_epoch=3", "--set", "separator.max_steps=6", "--set", "separator.threads=1"]
 
 
 def _invoke(args: list[str]):
@@ -23,8 +23,8 @@ def _invoke(args: list[str]):
 def test_train_separate_evaluate(tmp_path: Path) -> None:
     torch.set_num_threads(1)
     train_dir, test_dir = tmp_path / "train", tmp_path / "test"
-    write_tar_shard(train_dir / "shard-000000.tar", list(synthetic_samples(30, seconds=1.5, seed=1, silent_every=5)))
-    write_tar_shard(test_dir / "shard-000000.tar", list(synthetic_samples(6, seconds=1.5, seed=9)))
+    write_samples(train_dir, list(synthetic_samples(30, seconds=1.5, seed=1, silent_every=5)))
+    write_samples(test_dir, list(synthetic_samples(6, seconds=1.5, seed=9)))
     ckpt = tmp_path / "sep.pt"
 
     res = _invoke(["train", "separator", "--shards", str(train_dir), "--out", str(ckpt), "-q", *SMALL])
@@ -47,11 +47,57 @@ def test_train_separate_evaluate(tmp_path: Path) -> None:
     report_path = tmp_path / "report.json"
     res = _invoke(["evaluate", "--separator", str(ckpt), "--test", str(test_dir), "--json", str(report_path), "-q"])
     assert res.exit_code == 0, res.output
-    assert "OVERALL" in res.output and "absent-class queries" in res.output
+    assert "OVERALL" in res.output and "absent-class queries" in res.output and "95% CI" in res.output
     report = json.loads(report_path.read_text())
-    assert report["overall"]["n"] == 6 and report["absent_queries"]["n"] == 6
-    assert np.isfinite(report["overall"]["si_sdri"]) and set(report["per_class"]) <= {
+    assert report["natural"] is None
+    syn = report["synthetic"]
+    assert syn["overall"]["n"] == 6 and syn["absent_queries"]["n"] == 6
+    assert np.isfinite(syn["overall"]["si_sdri"]) and set(syn["per_class"]) <= {
         "low hum", "whistle", "hiss", "rumble", "ticking clock", "bird chirp"}
+    lo, hi = syn["overall"]["sdri_ci95"]
+    assert lo <= syn["overall"]["sdri"] <= hi and 0.0 <= syn["overall"]["silent_share"] <= 1.0
+
+
+def test_run_evaluation_and_cli_evaluate_are_one_code_path(tmp_path: Path) -> None:
+    """The run's per-iteration evaluation and `stemforge evaluate` give the same figures on the same checkpoint,
+    synthetic tuples and natural scenes (the disagreement that motivated one evaluator)."""
+    from engine.evaluation import evaluate_checkpoint, summarize
+    from flows.config import load
+    from pipelines.corpus.config import DemoConfig
+    from pipelines.corpus.demo import generate_demo
+    from pipelines.mixing.prompts import phrase_for
+
+    torch.set_num_threads(1)
+    corpus = tmp_path / "corpus"
+    generate_demo(corpus, DemoConfig(classes=["male speech", "piano", "drums", "dog", "siren"], source_seconds=1.0,
+                                     scene_seconds=2.0, event_seconds=(0.8, 1.2), events_per_scene=(2, 3), workers=1,
+                                     sources_per_class={"train": 1, "val": 1, "test": 1},
+                                     scenes={"train": 1, "val": 1, "test": 3}), seed=0, sample_rate=16000)
+    shards = write_samples(tmp_path / "syn", list(synthetic_samples(6, seconds=0.5, seed=2, silent_every=3)))
+    ckpt = untrained_checkpoint(tmp_path / "u.pt")
+    sets = ["engine.device=cpu", "engine.eval_max_items=4", "engine.natural_eval_split=test"]
+
+    run_figures = evaluate_checkpoint(str(ckpt), load(None, sets), {"scenes": str(corpus / "manifests" / "scenes"),
+                                                                    "audit": str(corpus / "manifests" / "audit")}, str(shards))
+    out = tmp_path / "eval.json"
+    res = _invoke(["evaluate", "--separator", str(ckpt), "--test", str(corpus), "--test", str(shards), "--split", "test",
+                   "--max-items", "4", "--device", "cpu", "--json", str(out), "-q", *[a for s in sets for a in ("--set", s)]])
+    assert res.exit_code == 0, res.output
+    assert "natural scenes, split test" in res.output and "synthetic tuples" in res.output
+    cli = json.loads(out.read_text())
+    assert summarize(cli) == run_figures
+    assert run_figures["natural_items"] >= 6 and run_figures["synthetic_items"] == 3  # 4 tuples, one silent target
+    assert run_figures["natural_sdri_ci95_db"] is not None and run_figures["natural_silent_baseline_sdri_db"] is not None
+    assert set(run_figures["natural_per_class"]) <= {"male speech", "piano", "drums", "dog", "siren"}
+    # the documented policy: phrase positive, the scene's other labels as negatives (checked through the item keys)
+    from engine.evaluation import natural_items
+
+    items = list(natural_items(str(corpus / "manifests" / "scenes"), str(corpus / "manifests" / "audit"), "test", 16000))
+    assert len(items) == run_figures["natural_items"]
+    for it in items:
+        label = it.key.split("/", 1)[1]
+        assert it.positive == phrase_for(label) and it.classes == (label,)
+        assert it.negative is None or phrase_for(label) not in it.negative.split(", ")
 
 
 def test_cli_errors_are_clear(tmp_path: Path) -> None:
@@ -64,4 +110,4 @@ def test_cli_errors_are_clear(tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
     res = CliRunner().invoke(cli, ["train", "separator", "--shards", str(empty), "--out", str(tmp_path / "c.pt"), *SMALL])
-    assert res.exit_code == 3 and "no .tar shards" in res.output
+    assert res.exit_code == 3 and "no shard index" in res.output

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from flows.cli import cli
 from flows.common import EXIT_DATA, EXIT_OK
 from storage.shards import ShardConfig, read_index, write_store
-from storage.shards.synthetic import SyntheticSamples
+from toy_shards import SyntheticSamples
 
 FACTORY = SyntheticSamples(seed=21, seconds=0.05)
 

@@ -11,8 +11,8 @@ from models.separator.clapsep import LoRALinear, _htsat_module, _audio_cfg, load
 from models.separator.config import SeparatorConfig
 from models.separator.infer import Separator
 from models.separator.presets import build_model, model_hparams
-from models.separator.synthetic import synthetic_samples
 from models.separator.train import train_separator
+from separator_data import synthetic_samples
 
 torch.set_num_threads(2)
 REDUCED = dict(preset="clapsep", sample_rate=32000, n_fft=1024, hop=320, width=32, clap_embed_dim=16,
@@ -43,7 +43,7 @@ def test_structure_frozen_encoder_and_stft() -> None:
 
 
 def test_training_step_and_checkpoint_round_trip(tmp_path: Path) -> None:
-    cfg = SeparatorConfig(**REDUCED, segment_s=1.0, batch_size=2, steps_per_epoch=2, max_epochs=1, threads=2)
+    cfg = SeparatorConfig(**REDUCED, segment_s=1.0, batch_size=2, steps_per_epoch=2, max_steps=2, threads=2)
     samples = list(synthetic_samples(6, sr=32000, seconds=1.0, seed=5, silent_every=3))
     res = train_separator(cfg, [(samples, 1.0)], samples[:2], tmp_path / "run")
     assert res.steps == 2 and torch.isfinite(torch.tensor(res.history[0]["train_loss"]))

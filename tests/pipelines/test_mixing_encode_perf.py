@@ -63,7 +63,7 @@ def test_tune_allocator_is_idempotent_and_validates():
 def test_threaded_stem_encoding_gives_the_same_sample(tmp_path):
     from pipelines.mixing.job import MixStage
     from pipelines.mixing.render import render, to_shard_sample
-    from pipelines.mixing.toy import write_toy_sources
+    from toy_sources import write_toy_sources
     from storage.audio import AudioConfig
 
     manifest = write_toy_sources(tmp_path / "toy", per_class=2, seconds=2.0)
@@ -81,7 +81,7 @@ def test_threaded_stem_encoding_gives_the_same_sample(tmp_path):
 
 def test_stage_threads_config_compression_level_through_to_the_flac(tmp_path):
     from pipelines.mixing.job import MixStage
-    from pipelines.mixing.toy import write_toy_sources
+    from toy_sources import write_toy_sources
     from storage.audio import AudioConfig
 
     manifest = write_toy_sources(tmp_path / "toy", per_class=2, seconds=2.0)

@@ -12,7 +12,7 @@ from pipelines.mixing.config import MixingConfig
 from pipelines.mixing.job import MixPlanner, MixStage, make_key
 from pipelines.mixing.pool import PoolError, SourcePool
 from pipelines.mixing.render import render
-from pipelines.mixing.toy import TOY_CLASSES, write_toy_sources
+from toy_sources import TOY_CLASSES, write_toy_sources
 
 SR = 16000
 RECIPES = ["triplets", "noisy_music", "noisy_speech", "noisy_sound", "promptsep", "opensep"]
@@ -175,7 +175,7 @@ def test_pool_errors_name_the_problem(tmp_path: Path, manifest: Path) -> None:
 
 
 def test_noisy_sound_pairings_with_wild_scenes(tmp_path: Path, pool: SourcePool) -> None:
-    from pipelines.mixing.toy import write_toy_scenes
+    from toy_sources import write_toy_scenes
 
     wild = SourcePool.from_scenes(write_toy_scenes(tmp_path, num=12))
     cfg = MixingConfig(recipe="noisy_sound", duration_s=1.0, queries={"silence_alpha": 0.0})

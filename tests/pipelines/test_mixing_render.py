@@ -13,7 +13,7 @@ from pipelines.mixing.loudness import loudness_db, snr_db
 from pipelines.mixing.pool import ClipCache
 from pipelines.mixing.render import RenderError, render, to_shard_sample
 from pipelines.mixing.spec import Component, MixSpec
-from pipelines.mixing.toy import write_toy_sources
+from toy_sources import write_toy_sources
 from storage.audio import decode_audio
 
 SR = 16000

@@ -8,13 +8,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.executor import InProcessExecutor
 from pipelines.mixing.prompts import phrase_for
 from pipelines.pseudolabel.candidates import Variant, best_variant, rerank_score, variants
 from pipelines.pseudolabel.config import PseudoLabelConfig
 from pipelines.pseudolabel.decompose import exclusive_labels, label_queries
 from pipelines.pseudolabel.prompted import prompt_queries, split_caption
 from pipelines.pseudolabel.stages import PseudoLabel
+
+
+def with_models(stage: PseudoLabel, separator, clap=None, judge=None) -> PseudoLabel:
+    """The stage with in-memory models (what `setup` would load from checkpoints in a worker)."""
+    stage.separator, stage.clap, stage.judge = separator, clap, judge
+    return stage
 from pipelines.pseudolabel.windows import window_starts, windowed
 
 SR = 1000
@@ -114,7 +119,7 @@ def _scene(labels, seconds=2.5):
 def test_stage_emits_one_track_per_label_with_residuals_and_remix():
     stems, scene = _scene(["dog", "rain", "siren"], seconds=0.8)
     sep = OracleSeparator(stems)
-    stage = PseudoLabel(PseudoLabelConfig(), separator_factory=lambda: sep)
+    stage = with_models(PseudoLabel(PseudoLabelConfig()), sep)
     out = stage({"scene_id": ["s1"], "mixture": [scene], "sample_rate": [SR], "event_labels": [["dog", "rain", "siren"]]})
     assert out["label"] == ["dog", "rain", "siren"]
     assert out["negative_labels"][0] == ["rain", "siren"]
@@ -127,16 +132,16 @@ def test_stage_emits_one_track_per_label_with_residuals_and_remix():
 
 def test_stage_skips_scenes_below_min_events_and_counts_them():
     stems, scene = _scene(["dog"], seconds=0.5)
-    stage = PseudoLabel(PseudoLabelConfig(min_events=2), separator_factory=lambda: OracleSeparator(stems))
-    result = InProcessExecutor().run([stage], [("b0", {"scene_id": ["lonely"], "mixture": [scene], "sample_rate": [SR], "event_labels": [["dog"]]})])
-    assert result.merged() == {}
-    assert stage.ledger.skipped == ["lonely"] and stage.ledger.seen == 1
+    stage = with_models(PseudoLabel(PseudoLabelConfig(min_events=2)), OracleSeparator(stems))
+    out = stage({"scene_id": ["lonely"], "mixture": [scene], "sample_rate": [SR], "event_labels": [["dog"]]})
+    assert out == {}
+    assert stage.take_counts() == {"scenes_skipped_min_events": 1}  # the executor adds it to the run summary
 
 
 def test_missing_track_lowers_remix_score():
     stems, scene = _scene(["dog", "rain"], seconds=0.5)
     bad = OracleSeparator(stems, gain_error={"rain": 0.0})
-    out = PseudoLabel(PseudoLabelConfig(), separator_factory=lambda: bad)({"scene_id": ["s"], "mixture": [scene], "sample_rate": [SR], "event_labels": [["dog", "rain"]]})
+    out = with_models(PseudoLabel(PseudoLabelConfig()), bad)({"scene_id": ["s"], "mixture": [scene], "sample_rate": [SR], "event_labels": [["dog", "rain"]]})
     assert out["re_sdr_db"][0] < 6
 
 
@@ -156,21 +161,21 @@ def test_long_scene_windowed_and_reranked():
     stems, scene = _scene(["dog", "rain"], seconds=2.5)
     cfg = PseudoLabelConfig(num_candidates=2, window_s=1.0, overlap_s=0.2, gains_db=[0.0, -6.0])
     sep = OracleSeparator(stems, gain_error={"dog": 1.0})
-    stage = PseudoLabel(cfg, separator_factory=lambda: sep, clap_factory=ClapByEnergy, judge_factory=FlatJudge)
+    stage = with_models(PseudoLabel(cfg, clap={}, judge={}), sep, ClapByEnergy(), FlatJudge())
     out = stage({"scene_id": ["s"], "mixture": [scene], "sample_rate": [SR], "event_labels": [["dog", "rain"]]})
     assert len(out["label"]) == 2 and out["num_variants"] == [2, 2]
     assert len(sep.calls) == 2 * 3  # 2 variants x 3 windows of a 2.5 s scene
     assert np.isfinite(out["rerank_score"]).all()
     np.testing.assert_allclose(out["target"][0], stems["dog"], atol=1e-4)
     with pytest.raises(ValueError, match="reranking"):
-        PseudoLabel(cfg, separator_factory=lambda: sep)
+        PseudoLabel(cfg)
 
 
 def test_caption_mode_prompts_each_phrase_without_negatives():
     stems, scene = _scene(["dog", "rain"], seconds=0.5)
     caption = f"{phrase_for('dog')} and {phrase_for('rain')}"
     sep = OracleSeparator(stems)
-    out = PseudoLabel(PseudoLabelConfig(mode="captions"), separator_factory=lambda: sep)(
+    out = with_models(PseudoLabel(PseudoLabelConfig(mode="captions")), sep)(
         {"scene_id": ["s"], "mixture": [scene], "sample_rate": [SR], "caption": [caption]})
     assert out["positive_text"] == [phrase_for("dog"), phrase_for("rain")]
     assert out["negative_text"] == [None, None] and sep.calls[0][1] == [None, None]

@@ -17,8 +17,9 @@ def write(path: Path, text: str) -> Path:
 
 def test_demo_preset_loads_and_mirrors_defaults() -> None:
     cfg = load()
-    assert isinstance(cfg, StemforgeConfig)
     assert DEFAULT_CONFIG.is_file()
+    # load() read the preset (not just the code defaults): equal to validating the file's own YAML
+    assert cfg == StemforgeConfig.model_validate(yaml.safe_load(DEFAULT_CONFIG.read_text(encoding="utf-8")))
     # the preset mirrors the code defaults: a preset that drifted would silently produce a different demo
     assert cfg.corpus == StemforgeConfig().corpus
     assert cfg.audio.sample_rate == 16000

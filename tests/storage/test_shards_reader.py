@@ -12,7 +12,7 @@ import torch
 from storage.audio import decode_audio
 from storage.shards import ShardConfig, read_index, read_member, write_store
 from storage.shards.reader import ShardIterableDataset, ShardReadError, iter_samples, list_shards
-from storage.shards.synthetic import SyntheticSamples
+from toy_shards import SyntheticSamples
 
 FACTORY = SyntheticSamples(seed=11, seconds=0.05)
 NUM = 24
@@ -163,3 +163,16 @@ def test_package_exports_readers_lazily(store: Path) -> None:
     assert shards_pkg.iter_samples is iter_samples
     with pytest.raises(AttributeError):
         shards_pkg.no_such_name  # noqa: B018
+
+
+def test_importing_storage_shards_does_not_import_ray() -> None:
+    """Ray lives in engine/ only: the store, writer, readers and inspection stay importable without it."""
+    import subprocess
+    import sys
+
+    code = ("import sys, storage.shards, storage.shards.reader, storage.shards.store, storage.shards.inspect; "
+            "print('ray' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[2])
+    assert out.stdout.strip() == "False"
+    assert not hasattr(__import__("storage.shards").shards, "read_shards_ray")

@@ -16,7 +16,7 @@ import webdataset as wds
 
 from storage.shards import ShardConfig, read_index, write_store
 from storage.shards.reader import list_shards
-from storage.shards.synthetic import SyntheticSamples
+from toy_shards import SyntheticSamples
 
 REPO = Path(__file__).resolve().parents[2]
 NUM = 40
@@ -27,7 +27,7 @@ WRITER_SCRIPT = f"""
 import sys
 sys.path.insert(0, {str(REPO)!r})
 from storage.shards import ShardConfig, write_store
-from storage.shards.synthetic import SyntheticSamples
+from toy_shards import SyntheticSamples
 cfg = ShardConfig.model_validate({CFG.model_dump()!r})
 write_store(sys.argv[1], SyntheticSamples(seed=7, seconds=0.2, delay_s=0.08), {NUM}, cfg)
 """
@@ -139,15 +139,35 @@ def test_tar_published_without_index_is_rewritten(tmp_path: Path) -> None:
     assert (out / victim.name.replace(".parquet", ".tar")).stat().st_mtime_ns != 0  # rewritten, not trusted
 
 
-def test_second_concurrent_writer_is_refused(tmp_path: Path) -> None:
+def test_second_writer_of_a_group_is_refused_other_groups_proceed(tmp_path: Path) -> None:
     import fcntl
 
-    from storage.shards import StoreError
+    from storage.shards import StoreError, plan_store, write_group
 
-    tmp_path.mkdir(exist_ok=True)
-    with open(tmp_path / ".writer.lock", "a+") as fh:
+    plan = plan_store(tmp_path, 12, CFG)
+    (tmp_path / ".locks").mkdir()
+    with open(tmp_path / ".locks" / "shard-000000.lock", "a+") as fh:
         fcntl.flock(fh.fileno(), fcntl.LOCK_EX)  # another process would hold this; flock is per open file
-        with pytest.raises(StoreError, match="another process"):
-            write_store(tmp_path, FACTORY, 2, CFG)
-    write_store(tmp_path, FACTORY, 2, CFG)
+        with pytest.raises(StoreError, match="another process is writing shard group shard-000000"):
+            write_group(tmp_path, plan, 0, FACTORY)
+        write_group(tmp_path, plan, 1, FACTORY)  # a different group of the same store is not blocked
+    write_store(tmp_path, FACTORY, 12, CFG)
     assert (tmp_path / "_SUCCESS").exists()
+
+
+def test_deleted_group_is_rewritten_alone_even_in_a_complete_store(tmp_path: Path) -> None:
+    write_store(tmp_path / "ref", FACTORY, 18, CFG)
+    out = tmp_path / "out"
+    write_store(out, FACTORY, 18, CFG)
+    victim = out / "shard-000001.tar"
+    victim.unlink()  # only the tar: marker, index and _SUCCESS still claim it
+    rendered: list[int] = []
+    manifest = write_store(out, lambda i: rendered.append(i) or FACTORY(i), 18, CFG)
+    assert rendered == list(range(6, 12))
+    assert manifest["num_samples"] == 18 and (out / "_SUCCESS").exists()
+    assert _tree_bytes(out) == _tree_bytes(tmp_path / "ref")
+    truncated = out / "shard-000002.tar"  # a damaged shard (its index still there) is rewritten too
+    truncated.write_bytes(truncated.read_bytes()[:1000])
+    rendered.clear()
+    write_store(out, lambda i: rendered.append(i) or FACTORY(i), 18, CFG)
+    assert rendered == list(range(12, 18)) and _tree_bytes(out) == _tree_bytes(tmp_path / "ref")

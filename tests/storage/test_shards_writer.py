@@ -9,7 +9,7 @@ import pyarrow.dataset as pads
 import pytest
 
 from storage.shards import SampleError, ShardConfig, TarShardWriter, encode_members, read_index, read_member, write_store
-from storage.shards.synthetic import SyntheticSamples
+from toy_shards import SyntheticSamples
 
 FACTORY = SyntheticSamples(seed=3, seconds=0.1)
 
@@ -111,13 +111,44 @@ def test_duplicate_key_in_a_shard_is_an_error(tmp_path: Path) -> None:
         write_store(tmp_path, lambda i: {"__key__": "same", "json": {"i": i}}, 2, ShardConfig())
 
 
-def test_parallel_groups_match_sequential(tmp_path: Path) -> None:
+def test_groups_written_separately_in_any_order_match_sequential(tmp_path: Path) -> None:
+    """The many-writer protocol: plan once, write groups independently (here in reverse order, as parallel
+    workers might finish), finalize once; same files as the sequential convenience."""
+    from storage.shards import StoreError, finalize_store, pending_groups, plan_store, write_group
+
     cfg = ShardConfig(max_count=3)
-    write_store(tmp_path / "seq", FACTORY, 9, cfg)
-    write_store(tmp_path / "par", FACTORY, 9, cfg, workers=2)
+    write_store(tmp_path / "seq", FACTORY, 8, cfg)
+    out = tmp_path / "par"
+    plan = plan_store(out, 8, cfg)
+    assert pending_groups(out, plan) == [0, 1, 2]
+    for j in (2, 0):
+        assert write_group(out, plan, j, FACTORY)["skipped"] is False
+    with pytest.raises(StoreError, match="shard-000001"):  # names the group that is missing
+        finalize_store(out, plan)
+    assert not (out / "_SUCCESS").exists() and pending_groups(out, plan) == [1]
+    write_group(out, plan, 1, FACTORY)
+    manifest = finalize_store(out, plan)
+    assert manifest["num_samples"] == 8 and (out / "_SUCCESS").exists()
     seq = {p.name: p.read_bytes() for p in (tmp_path / "seq").glob("*.tar")}
-    par = {p.name: p.read_bytes() for p in (tmp_path / "par").glob("*.tar")}
+    par = {p.name: p.read_bytes() for p in out.glob("*.tar")}
     assert seq == par and len(seq) == 3
+    assert json.loads((out / "manifest.json").read_text()) == json.loads((tmp_path / "seq" / "manifest.json").read_text())
+
+
+def test_skip_sample_reason_is_recorded_in_the_group_marker(tmp_path: Path) -> None:
+    from storage.shards import SkipSample, plan_store, read_group_record
+
+    def factory(i: int):
+        if i == 1:
+            raise SkipSample("source unreadable", key="k1")
+        return None if i == 3 else FACTORY(i)
+
+    manifest = write_store(tmp_path, factory, 5, ShardConfig(max_count=4))
+    assert manifest["num_samples"] == 3 and manifest["num_dropped"] == 2
+    plan = plan_store(tmp_path, 5, ShardConfig(max_count=4))
+    record = read_group_record(tmp_path, plan, 0)
+    assert record is not None and record["drops"] == [{"index": 1, "key": "k1", "reason": "source unreadable"},
+                                                      {"index": 3, "key": None, "reason": None}]
 
 
 def test_incremental_sync_path_writes_the_same_bytes(tmp_path: Path) -> None:

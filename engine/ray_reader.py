@@ -1,7 +1,7 @@
 """Build a `ray.data.Dataset` from shard paths, for the Ray execution backend of `engine`.
 
-Ray is imported only inside `read_shards_ray`, so importing `storage.shards` never pays for (or requires) ray.
-Each shard is one read task (`from_items` + `flat_map`), decoded with the same code as the torch reader, so both
+It lives in `engine/` because Ray may be imported only there (`storage` stays Ray-free); ray is imported inside
+`read_shards_ray`, so importing this module stays cheap for in-process callers. Each shard is one read task (`from_items` + `flat_map`), decoded with the same code as the torch reader, so both
 paths report corrupt shards and members identically. Rows are flat: `__key__`, `__url__`, `mix`, `target`,
 `residual` (float32 arrays), `sample_rate`, `json` (the JSON text; `json.loads` it where needed, since Arrow columns
 need one schema while sample metadata grows per stage).
