@@ -65,6 +65,8 @@ def main() -> int:
     ap.add_argument("--build", action="store_true", help="build a small run under a temp dir instead")
     ap.add_argument("--scenes", type=int, default=12, help="train scenes of the built run")
     ap.add_argument("--include-startup", action="store_true", help="count Ray's start-up in the Ray figure")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="config override for both backends, e.g. --set 'engine.replicas=[2, 2]'")
     args = ap.parse_args()
 
     import logging
@@ -78,13 +80,13 @@ def main() -> int:
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_ray_filter_"))
     if args.build:
-        cfg = load(None, [*SMALL, f"corpus.demo.scenes={{train: {args.scenes}, val: 1, test: 1}}", "engine.backend=inprocess"])
+        cfg = load(None, [*SMALL, f"corpus.demo.scenes={{train: {args.scenes}, val: 1, test: 1}}", "engine.backend=inprocess", *args.overrides])
         t0 = time.perf_counter()
         corpus, separator, scorers = build_small(tmp / "run", cfg)
         print(f"built a small corpus, separator and scorers in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     else:
         root = Path(args.run)
-        cfg = load(root / "config.resolved.yaml") if (root / "config.resolved.yaml").exists() else load()
+        cfg = load(root / "config.resolved.yaml" if (root / "config.resolved.yaml").exists() else None, args.overrides)
         result = {p.stem: json.loads(p.read_text())["outputs"] for p in (root / "steps").glob("*.json")}
         corpus, separator = result["corpus"], result["separator_0"]
         scorers = {k: result[f"scorer_{k}"] for k in ("clap", "judge", "pc")}
