@@ -33,6 +33,14 @@ def pc_batch(pool: SourcePool, rng: np.random.Generator, cfg: PCConfig, size: in
     return np.stack(xs), np.asarray(ys, np.float32), np.asarray(ks), np.asarray(bgs, np.float32)
 
 
+def one_cycle(opt: torch.optim.Optimizer, lr: float, steps: int) -> torch.optim.lr_scheduler.OneCycleLR:
+    """One-cycle LR over `steps` with a 10% warm-up of at least two steps: OneCycleLR divides by zero when the
+    warm-up ends exactly at step 0 (0.1 x 10 steps - 1 = 0), which made `pc.steps: 10` crash."""
+    total = max(1, int(steps))
+    warm = max(0.1, 2.0 / total) if total >= 3 else 0.1
+    return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=total, pct_start=warm)
+
+
 def train_pc(model: MiniPC, pool: SourcePool, cfg: PCConfig, device: torch.device,
              on_step: Callable[[int, float], None] | None = None) -> float:
     """MAE + MSE regression to the proxy PC; returns seconds spent."""
@@ -40,7 +48,7 @@ def train_pc(model: MiniPC, pool: SourcePool, cfg: PCConfig, device: torch.devic
     rng = np.random.default_rng(cfg.seed)
     model.to(device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-2)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=max(1, cfg.steps), pct_start=0.1)
+    sched = one_cycle(opt, cfg.lr, cfg.steps)
     t0 = time.time()
     for step in range(cfg.steps):
         x, y, _, _ = pc_batch(pool, rng, cfg)

@@ -75,3 +75,20 @@ def test_pc_checkpoint_errors(tmp_path: Path) -> None:
     (tmp_path / "x.pt").write_bytes(b"\x00" * 100)
     with pytest.raises(CheckpointError, match="x.pt: not a readable torch checkpoint"):
         build_pc(PCConfig(checkpoint=str(tmp_path / "x.pt")))
+
+
+@pytest.mark.parametrize("steps", [1, 2, 3, 10, 11, 150])
+def test_one_cycle_schedule_runs_for_any_step_budget(steps: int) -> None:
+    import torch
+
+    from models.aesthetics.train import one_cycle
+
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.AdamW([p], lr=1e-3)
+    sched = one_cycle(opt, 1e-3, steps)  # pc.steps = 10 used to raise ZeroDivisionError
+    lrs = []
+    for _ in range(steps):
+        opt.step()
+        lrs.append(opt.param_groups[0]["lr"])
+        sched.step()
+    assert len(lrs) == steps and all(lr > 0 for lr in lrs)
