@@ -11,7 +11,6 @@ separator trainer consumes synthetic, ITT and SST streams alike. Every random ch
 """
 from __future__ import annotations
 
-import random
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
@@ -196,19 +195,6 @@ class ITTBuilder:
         return {"__key__": meta["key"], "mix": mix * scale, "target": target * scale, "residual": residual * scale, "json": meta}
 
 
-def cycle_shuffled(samples: Sequence[Sample], seed: int) -> Iterator[Sample]:
-    """Endless reshuffled passes over a finite list (seeded)."""
-    if not samples:
-        return iter(())
-    rng = np.random.default_rng(seed)
-
-    def gen() -> Iterator[Sample]:
-        while True:
-            for idx in rng.permutation(len(samples)):
-                yield samples[int(idx)]
-    return gen()
-
-
 def normalised_ratios(ratios: Mapping[str, float], available: Iterable[str]) -> dict[str, float]:
     """Ratios restricted to available streams, renormalised to sum to 1 (a tier with no kept track is left out)."""
     avail = set(available)
@@ -217,22 +203,3 @@ def normalised_ratios(ratios: Mapping[str, float], available: Iterable[str]) -> 
         raise TrainingDataError(f"no stream left to train on: ratios {dict(ratios)}, available {sorted(avail)}")
     total = sum(kept.values())
     return {k: v / total for k, v in kept.items()}
-
-
-def mix_streams(streams: Mapping[str, Iterable[Sample]], ratios: Mapping[str, float], seed: int) -> Iterator[Sample]:
-    """Draw each sample from a stream chosen with probability proportional to its ratio; an exhausted stream is
-    dropped and the rest renormalised. The drawn stream's name is recorded in `json['stream']`."""
-    weights = normalised_ratios(ratios, streams.keys())
-    iters = {k: iter(streams[k]) for k in weights}
-    rng = random.Random(seed)
-    while iters:
-        names = list(iters)
-        name = rng.choices(names, weights=[weights[n] for n in names])[0]
-        try:
-            sample = next(iters[name])
-        except StopIteration:
-            del iters[name]
-            continue
-        sample = dict(sample)
-        sample["json"] = {**sample["json"], "stream": name}
-        yield sample
