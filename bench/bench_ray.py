@@ -55,7 +55,7 @@ def bench_step(tmp: Path, pc_steps: int) -> dict[str, float]:
     from engine.model_steps import train_pc_step
     from engine.scorer_tasks import ScorerTasks
     from engine.workspace import Workspace
-    from flows.config import load
+    from engine.run_config import load
     from storage.configio import config_hash
 
     cfg = load(None, [*TINY_CORPUS, f"engine.scorer_steps={{pc: {pc_steps}}}", "pc.max_clips=24", "engine.backend=ray"])

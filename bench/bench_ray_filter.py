@@ -74,7 +74,7 @@ def main() -> int:
     logging.basicConfig(level=logging.WARNING)
     from engine.engine_steps import step_filter
     from engine.workspace import Workspace
-    from flows.config import load
+    from engine.run_config import load
     from pipelines.filters.table import read_candidates
     from storage.configio import config_hash
 

@@ -81,12 +81,12 @@ def build(backend: str, args: argparse.Namespace, tmp: Path):
         del ref
         return build_clap(ClapConfig(backend="laion", checkpoint=str(tmp / "laion.pt"), batch_size=BATCH))
     if backend == "judge":
-        from flows.config import load
+        from engine.run_config import load
         from models.judge import build_judge
 
         return build_judge(load().judge.model_copy(update={"checkpoint": args.judge, "batch_size": BATCH}))
     if backend == "pc":
-        from flows.config import load
+        from engine.run_config import load
         from models.aesthetics import build_pc
 
         return build_pc(load().pc.model_copy(update={"checkpoint": args.pc, "batch_size": BATCH}))

@@ -40,7 +40,7 @@ def ensure_corpus(corpus: Path | None, seed: int) -> Path:
         return corpus
     corpus = REPO / "runs" / "bench" / "demo_corpus"
     if not (corpus / "corpus.json").exists():
-        from flows.config import load
+        from engine.run_config import load
         from pipelines.corpus.demo import generate_demo
 
         cfg = load()

@@ -27,7 +27,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from flows.config import load  # noqa: E402
+from engine.run_config import load  # noqa: E402
 from models.aesthetics.train import build_model as build_pc_model, evaluate_pc, save_pc, train_pc  # noqa: E402
 from models.judge.train import build_model as build_judge_model, evaluate_proxy, save_judge, train_proxy_and_ratings  # noqa: E402
 from models.judge.tuples import SourcePool  # noqa: E402

@@ -66,4 +66,6 @@ class EngineConfig(Section):
     parallel_scorers: bool = Field(True, description="backend ray: train the mini scorers as Ray tasks while separator_0 "
                                    "trains (each single-threaded, on the cores the separator leaves free); inprocess: ignored, "
                                    "the scorers train one after another")
+    control: bool = Field(False, description="train a compute-matched control beside every retrain (same init, same "
+                          "steps, synthetic only): the engine's gain is measured over it (on by default in the demo)")
     final_pseudo_label: bool = Field(True, description="also pseudo-label with the last separator (measures its Re-SDR; no retrain)")

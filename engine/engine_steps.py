@@ -52,9 +52,18 @@ def filter_specs(cfg: Any, corpus: dict[str, Any], separator: dict[str, Any],
     ]
 
 
+def labelled_splits(cfg: Any) -> list[str]:
+    """Scene splits the filter step pseudo-labels: `engine.pseudo_label_splits` (the training data), plus the
+    stop rule's validation split when the stop metric is the label-free Re-SDR (scored, never tiered)."""
+    splits = list(cfg.engine.pseudo_label_splits)
+    if getattr(cfg.run, "stop_metric", None) == "re_sdr" and cfg.run.stop_split not in splits:
+        splits.append(cfg.run.stop_split)
+    return splits
+
+
 def scene_tasks(cfg: Any, corpus: dict[str, Any]) -> list[Task]:
-    """The configured splits' scenes in stable `scenes-NNNNN` tasks of `engine.rows_per_batch` scenes."""
-    rows = scene_rows(corpus["scenes"], list(cfg.engine.pseudo_label_splits))
+    """The labelled splits' scenes in stable `scenes-NNNNN` tasks of `engine.rows_per_batch` scenes."""
+    rows = scene_rows(corpus["scenes"], labelled_splits(cfg))
     size = cfg.engine.rows_per_batch
     tasks = []
     for b in range(0, len(rows), size):
@@ -97,17 +106,24 @@ def step_filter(ws: Workspace, cfg: Any, iteration: int, corpus: dict[str, Any],
     keep = np.asarray(cands.get("keep", np.zeros(0, bool)), dtype=bool)
     tiers = np.asarray(cands.get("tier", []), dtype=object)
     dur = np.asarray(cands.get("duration_s", np.zeros(0)), dtype=np.float64)
+    split_of = {r["clip_id"]: r["split"] for r in scene_rows(corpus["scenes"], labelled_splits(cfg))}
+    training = set(cfg.engine.pseudo_label_splits)
+    keep = keep & np.array([split_of.get(s) in training for s in cands.get("scene_id", [])], dtype=bool)  # tiered
     kept_itt = keep & in_tier(tiers, "itt") if n else keep
     kept_sst = keep & in_tier(tiers, "sst") if n else keep
-    scenes = {}
+    scenes, by_split = {}, {}
     for sid, re in zip(cands.get("scene_id", []), cands.get("re_sdr_db", [])):
-        scenes[sid] = float(re)
+        by_split.setdefault(split_of.get(sid, "?"), {})[sid] = float(re)
+        if split_of.get(sid) in training:
+            scenes[sid] = float(re)
     re_vals = np.array(list(scenes.values()), dtype=np.float64)
-    scene_count = len(scene_rows(corpus["scenes"], list(cfg.engine.pseudo_label_splits)))
+    train_rows = [r for r in scene_rows(corpus["scenes"], list(training))]
+    scene_count = len(train_rows)
     stats = {
         "iteration": iteration,
         "scenes": scene_count,
         "scenes_labelled": len(scenes),
+        "scene_hours": float(sum(float(r.get("duration_s") or 0.0) for r in train_rows) / 3600.0),
         "scenes_skipped_min_events": int(summary.counts.get("scenes_skipped_min_events", 0)),
         "quarantined": summary.quarantined,
         "candidates": n,
@@ -116,6 +132,7 @@ def step_filter(ws: Workspace, cfg: Any, iteration: int, corpus: dict[str, Any],
         "kept_hours_itt": float(dur[kept_itt].sum() / 3600.0) if n else 0.0,
         "kept_hours_sst": float(dur[kept_sst].sum() / 3600.0) if n else 0.0,
         "re_sdr_mean_db": float(np.mean(re_vals)) if re_vals.size else None,
+        "re_sdr_mean_db_by_split": {k: float(np.mean(list(v.values()))) for k, v in sorted(by_split.items())},
         "prop_re_sdr_gt15": float(np.mean(re_vals > 15.0)) if re_vals.size else None,
         "prop_re_sdr_gt10": float(np.mean(re_vals > 10.0)) if re_vals.size else None,
         "rejections": rejection_counts(list(cands.get("reasons", []))),
@@ -139,10 +156,11 @@ def write_tier_store(store: Path, rows: list[dict[str, Any]], tier: str, cfg: An
     in-process after `engine.backend`, same bytes."""
     from engine.ray_tasks import executor_session
     from engine.shard_jobs import StoreJob, tier_factory_spec, write_store_job
-    from storage.configio import config_hash
+    from engine.run_config import work_hash
     from storage.version import code_version
 
-    spec = tier_factory_spec(rows, tier, thresholds_of(cfg), versions, config_hash(cfg), code_version(), cfg.audio)
+    # the run's identity (the same hash as run.json and the report), not the full config with its execution keys
+    spec = tier_factory_spec(rows, tier, thresholds_of(cfg), versions, work_hash(cfg), code_version(), cfg.audio)
     job = StoreJob(str(store), len(rows), spec, cfg.shards.model_copy(update={"prefix": f"{tier}-it{iteration}"}),
                    {"tier": tier, "iteration": iteration, "separator": separator["checkpoint_hash"]})
     with executor_session(cfg) as executor:
@@ -161,6 +179,8 @@ def step_tiers(ws: Workspace, cfg: Any, iteration: int, corpus: dict[str, Any], 
     table = read_table_parts(sink.table_dir)
     rows = table.to_pylist() if table.num_columns else []
     audio = read_kept_audio(sink.root)
+    training = {r["clip_id"] for r in scene_rows(corpus["scenes"], list(cfg.engine.pseudo_label_splits))}
+    rows = [r for r in rows if r["scene_id"] in training]  # validation scenes are scored for the stop rule, never trained on
     versions = {"separator": separator["checkpoint_hash"], **{k: v["checkpoint_hash"] for k, v in scorers.items()}}
     out: dict[str, Any] = {}
     for tier in ("itt", "sst"):

@@ -140,14 +140,15 @@ def summarize(result: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def evaluate_checkpoint(checkpoint: str, cfg: Any, corpus: dict[str, Any], synthetic_test_dir: str,
+def evaluate_checkpoint(checkpoint: str, cfg: Any, corpus: dict[str, Any], synthetic_test_dir: str | None,
                         split: str | None = None) -> dict[str, Any]:
     """`summarize(evaluate_separator(...))` for one checkpoint on the run's held-out synthetic tuples (at most
-    `engine.eval_max_items`) and natural scenes of `split` (default `engine.natural_eval_split`)."""
+    `engine.eval_max_items`; none when `synthetic_test_dir` is None) and natural scenes of `split` (default
+    `engine.natural_eval_split`)."""
     from models.separator.infer import Separator
 
     sep = Separator.load(checkpoint, cfg.engine.device)
-    result = evaluate_separator(sep, [synthetic_test_dir], [(corpus["scenes"], corpus["audit"])],
+    result = evaluate_separator(sep, [synthetic_test_dir] if synthetic_test_dir else [], [(corpus["scenes"], corpus["audit"])],
                                 split or cfg.engine.natural_eval_split, seed=cfg.run.seed,
                                 max_synthetic_items=cfg.engine.eval_max_items, absent_queries=True)
     return summarize(result)

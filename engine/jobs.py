@@ -110,7 +110,12 @@ def build_submission(argv: list[str], working_dir: str | Path = ".", env: dict[s
         path = Path(config)
         if not path.is_file():
             raise JobError(f"--config {config}: no such file", usage=True)
-        job_env[CONFIG_ENV] = path.read_text(encoding="utf-8")
+        import yaml
+
+        from storage.configio import read_preset
+
+        # resolved here (`extends:` chains merged), so the shipped copy needs no other preset file
+        job_env[CONFIG_ENV] = yaml.safe_dump(read_preset(path), sort_keys=False)
         # the config file travels in the environment; the job writes it where its --config can read it
         command = (f'cfg="$(mktemp --suffix=.yaml)" && printf %s "${CONFIG_ENV}" > "$cfg" && '
                    f'{command} --config "$cfg"')  # appended: `--config` belongs to the (sub)command

@@ -12,7 +12,7 @@ from functools import partial
 from typing import Any, Callable, Sequence
 
 from engine.workspace import Workspace
-from storage.manifests import file_hash
+from models.weights import weights_hash
 
 log = logging.getLogger("stemforge.run")
 
@@ -88,7 +88,7 @@ def train_separator_step(ws: Workspace, cfg: Any, name: str, streams: Callable[[
             log.warning("engine.train_workers=%d needs engine.backend: ray; training in this process", workers)
         res = run_spec(spec)
     best = str(res.best)
-    return {"checkpoint": best, "checkpoint_hash": file_hash(best)[:16], "epochs": res.epochs, "steps": res.steps,
+    return {"checkpoint": best, "checkpoint_hash": weights_hash(best)[:16], "epochs": res.epochs, "steps": res.steps,
             "train_seconds": round(res.seconds, 1), "best_metrics": res.best_metrics, "train_workers": workers}
 
 
@@ -170,5 +170,5 @@ def train_clap_step(ws: Workspace, cfg: Any, sources: str) -> dict[str, Any]:
     res.model.save(out, meta={"classes": res.classes, "steps": res.steps})
     held, _ = load_clips(sources, mc.sample_rate, ("val", "test"))
     top1 = zero_shot_top1(res.model, held, phrases) if held else None
-    return {"checkpoint": str(out), "checkpoint_hash": file_hash(out)[:16], "train_seconds": round(res.seconds, 1),
+    return {"checkpoint": str(out), "checkpoint_hash": weights_hash(out)[:16], "train_seconds": round(res.seconds, 1),
             "final_loss": res.final_loss, "heldout_zero_shot_top1": top1, "skipped": len(skipped)}

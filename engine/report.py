@@ -13,7 +13,8 @@ import numpy as np
 
 from storage.atomic import atomic_path, atomic_write_text
 
-ITERATION_KEYS = ("iteration", "separator_checkpoint", "sdri_db", "si_sdri_db", "natural_sdri_db", "silence_sdr_db",
+ITERATION_KEYS = ("iteration", "separator_checkpoint", "sdri_db", "si_sdri_db", "natural_sdri_db",
+                  "control_natural_sdri_db", "val_natural_sdri_db", "stop_value", "silence_sdr_db",
                   "candidates", "kept_itt", "kept_sst", "kept_hours_itt", "kept_hours_sst", "re_sdr_mean_db",
                   "prop_re_sdr_gt15", "rejections")
 
@@ -54,7 +55,8 @@ def plot_sdri(iterations: list[dict[str, Any]], path: Path) -> Path:
 
     fig, ax = plt.subplots(figsize=(5, 3.2))
     xs = [r["iteration"] for r in iterations]
-    for key, label in (("sdri_db", "synthetic SDRi"), ("si_sdri_db", "synthetic SI-SDRi"), ("natural_sdri_db", "natural SDRi")):
+    for key, label in (("sdri_db", "synthetic SDRi"), ("si_sdri_db", "synthetic SI-SDRi"), ("natural_sdri_db", "natural SDRi"),
+                       ("control_natural_sdri_db", "natural SDRi, control")):
         ys = [np.nan if r.get(key) is None else r[key] for r in iterations]
         ax.plot(xs, ys, marker="o", label=label)
     ax.set_xlabel("iteration (0 = bootstrap)")
@@ -129,6 +131,47 @@ def per_class_rows(iterations: list[dict[str, Any]], key: str = "natural_per_cla
     return rows, cols
 
 
+def table2_rows(report_out: dict[str, Any]) -> list[dict[str, Any]]:
+    """ClearSep Table 2's shape: SDRi per iteration (here: synthetic test tuples and natural test scenes, with the
+    compute-matched control beside each retrained separator)."""
+    return [{"iteration": r["iteration"], "synthetic_sdri_db": r.get("sdri_db"), "synthetic_si_sdri_db": r.get("si_sdri_db"),
+             "natural_sdri_db": r.get("natural_sdri_db"), "natural_sdri_ci95_db": r.get("natural_sdri_ci95_db"),
+             "control_natural_sdri_db": r.get("control_natural_sdri_db"),
+             "val_natural_sdri_db": r.get("val_natural_sdri_db")} for r in report_out["iterations"]]
+
+
+def table9_rows(report_out: dict[str, Any]) -> list[dict[str, Any]]:
+    """ClearSep Table 9's shape: per iteration, the source clips (scenes) and hours pseudo-labelled, and the
+    separated tracks and hours kept at the 10 dB (ITT) and 15 dB (SST) remix thresholds."""
+    return [{"iteration": r["iteration"], "source_clips": r.get("scenes_labelled"),
+             "source_hours": None if r.get("scene_hours") is None else round(r["scene_hours"], 4),
+             "tracks_10db": r.get("kept_itt"), "hours_10db": None if r.get("kept_hours_itt") is None else round(r["kept_hours_itt"], 4),
+             "tracks_15db": r.get("kept_sst"), "hours_15db": None if r.get("kept_hours_sst") is None else round(r["kept_hours_sst"], 4)}
+            for r in report_out["iterations"] if r.get("candidates") is not None]
+
+
+def _gain(g: dict[str, Any] | None) -> str:
+    if not g or g.get("gain_db") is None:
+        return "n/a"
+    ci = g.get("ci95_db")
+    return f"{g['gain_db']:+.2f} dB" + (f" (95 % CI [{ci[0]:+.2f}, {ci[1]:+.2f}], n = {g['n']})" if ci else f" (n = {g['n']})")
+
+
+def _headline(report: dict[str, Any]) -> list[str]:
+    """The engine's effect on held-out natural scenes and why the cycle stopped."""
+    h = report.get("headline")
+    if not h:
+        return []
+    stopped = h.get("stopped") or {}
+    return ["## Headline\n",
+            f"Held-out natural scenes (split `{h['natural_split']}`), last iteration ({h['iterations']}):\n\n"
+            f"- engine gain over its compute-matched control (same init, same steps, synthetic only): "
+            f"**{_gain(h.get('gain_vs_control'))}**\n"
+            f"- gain over iteration 0 (the bootstrap): {_gain(h.get('gain_vs_iteration0'))}\n"
+            f"- the cycle stopped: {stopped.get('reason', 'n/a')} (stop rule on the `{h['stop_split']}` scenes; "
+            "the test scenes only report)\n"]
+
+
 def write_report(root: Path, report: dict[str, Any], last_table: dict[str, np.ndarray] | None) -> dict[str, str]:
     """Write report.json, report.md and plots under `root`; returns the written paths."""
     root = Path(root)
@@ -144,6 +187,7 @@ def write_report(root: Path, report: dict[str, Any], last_table: dict[str, np.nd
     md = [f"# stemforge run `{report['name']}`\n",
           f"config hash `{report['config_hash']}`, total {report['total_seconds']:.0f} s "
           f"({'resumed' if report.get('resumed_steps') else 'fresh'}).\n",
+          *_headline(report),
           "## Iterations (0 = bootstrap)\n",
           "Row k: separator k evaluated on held-out synthetic tuples and held-out natural scenes (vs audit stems), "
           "and the pseudo-labels separator k produced on the training scenes.\n",
@@ -171,6 +215,13 @@ def write_report(root: Path, report: dict[str, Any], last_table: dict[str, np.nd
                _table(rows, ["filter", "gating", "kept", "dropped", "true_sdr_kept_db", "true_sdr_dropped_db"]),
                "\nPearson correlation of each score with true track SDR: "
                + ", ".join(f"{k} {_fmt(v)}" for k, v in payoff["correlation_with_true_sdr"].items()) + "\n"]
+    md += ["\n## SDRi per iteration (ClearSep Table 2's shape)\n", _table(table2_rows(report), list(table2_rows(report)[0]))]
+    t9 = table9_rows(report)
+    if t9:
+        md += ["\n## Data per iteration (ClearSep Table 9's shape: tracks kept at the 10 dB / 15 dB remix thresholds)\n",
+               _table(t9, list(t9[0]))]
+    if report.get("decisions"):
+        md += ["\n## Stop rule, per iteration\n", _table(report["decisions"], ["iteration", "stop", "gain_db", "reason"])]
     cpu = report.get("cpu_timings", {})
     md += ["\n## Step timings (wall and process CPU seconds)\n",
            _table([{"step": k, "seconds": round(v, 1), "cpu_seconds": round(cpu.get(k, float("nan")), 1)} for k, v in report["timings"].items()],

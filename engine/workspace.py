@@ -12,6 +12,7 @@ import json
 import logging
 import shutil
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -29,9 +30,11 @@ class RunError(RuntimeError):
 class Workspace:
     root: Path
     config_hash: str
-    timings: dict[str, float] = field(default_factory=dict)
-    cpu_timings: dict[str, float] = field(default_factory=dict)  # process CPU time: on a shared machine wall time lies
-    resumed_steps: list[str] = field(default_factory=list)
+    # steps whose work ran in this invocation; every other finished step was resumed (from its marker, or from a
+    # cache that agrees with it: flows/tasks.py), which is why timings and resumed steps are read from the markers
+    ran_steps: list[str] = field(default_factory=list)
+    # made when the directory is created: a cache key that includes it dies with the directory (`--restart`)
+    run_id: str = ""
 
     @classmethod
     def open(cls, root: str | Path, config_hash: str, restart: bool = False, allow_config_change: bool = False) -> "Workspace":
@@ -45,9 +48,12 @@ class Workspace:
             if prev.get("config_hash") != config_hash and not allow_config_change:
                 raise RunError(f"{root}: was started with config {prev.get('config_hash')}, now {config_hash}; "
                                "use --restart to start over or --name for a new run")
-        atomic_write_text(stamp, json.dumps({"config_hash": config_hash}, indent=2))
+            run_id = prev.get("run_id") or uuid.uuid4().hex
+        else:
+            run_id = uuid.uuid4().hex
+        atomic_write_text(stamp, json.dumps({"config_hash": config_hash, "run_id": run_id}, indent=2))
         (root / "steps").mkdir(exist_ok=True)
-        return cls(root=root, config_hash=config_hash)
+        return cls(root=root, config_hash=config_hash, run_id=run_id)
 
     def path(self, *parts: str) -> Path:
         p = self.root.joinpath(*parts)
@@ -61,21 +67,37 @@ class Workspace:
         m = self.marker(step)
         return json.loads(m.read_text()) if m.is_file() else None
 
+    def markers(self) -> list[dict[str, Any]]:
+        """Every finished step's marker, in the order the steps finished."""
+        paths = sorted((self.root / "steps").glob("*.json"), key=lambda p: (p.stat().st_mtime_ns, p.name))
+        return [json.loads(p.read_text()) for p in paths]
+
+    @property
+    def timings(self) -> dict[str, float]:
+        """Wall seconds of every finished step (as it ran, whenever that was)."""
+        return {m["step"]: float(m.get("seconds", 0.0)) for m in self.markers()}
+
+    @property
+    def cpu_timings(self) -> dict[str, float]:
+        """Process CPU seconds of every finished step: on a shared machine wall time lies."""
+        return {m["step"]: float(m.get("cpu_seconds", 0.0)) for m in self.markers()}
+
+    @property
+    def resumed_steps(self) -> list[str]:
+        """Finished steps whose work did not run in this invocation."""
+        return [m["step"] for m in self.markers() if m["step"] not in self.ran_steps]
+
     def step(self, name: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         """Run `fn` unless `name` already finished; returns its outputs (from the marker when resumed)."""
         prev = self.done(name)
         if prev is not None:
             log.info("step %s: done (resumed)", name)
-            self.timings[name] = float(prev.get("seconds", 0.0))
-            self.cpu_timings[name] = float(prev.get("cpu_seconds", 0.0))
-            self.resumed_steps.append(name)
             return prev["outputs"]
         log.info("step %s: running", name)
         t0, c0 = time.perf_counter(), time.process_time()
         outputs = fn()
         seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
-        self.timings[name] = seconds
-        self.cpu_timings[name] = cpu
+        self.ran_steps.append(name)
         atomic_write_text(self.marker(name), json.dumps({"step": name, "seconds": round(seconds, 3), "cpu_seconds": round(cpu, 3),
                                                          "outputs": outputs}, indent=2, default=str))
         log.info("step %s: finished in %.1f s (%.1f CPU s)", name, seconds, cpu)

@@ -19,6 +19,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("flows.cli_run:run", "Run the whole data engine end to end (default: the embedded demo)."),
     "submit": ("flows.cli_jobs:submit", "Submit a stemforge command (e.g. run) as a job to a Ray cluster."),
     "jobs": ("flows.cli_jobs:jobs", "List, inspect, read the logs of and stop Ray jobs."),
+    "deploy": ("flows.cli_flows:deploy", "Register a (scheduled) deployment of a stemforge flow on a Prefect server."),
+    "serve": ("flows.cli_flows:serve", "Execute the runs of the stemforge deployments: the long-running service."),
+    "flows": ("flows.cli_flows:flows_group", "List recent runs of the stemforge flows."),
 }
 
 TRAIN_COMMANDS: dict[str, tuple[str, str]] = {

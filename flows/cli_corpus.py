@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 
+from engine.run_config import with_overrides
 from flows.common import EXIT_DATA, EXIT_USAGE, config_options, fail, is_quiet, progress
 
 log = logging.getLogger("stemforge.corpus")
@@ -39,10 +40,8 @@ def demo(cfg: Any, out_dir: str, seed: int | None, workers: int | None) -> None:
     from pipelines.corpus.demo import DemoCorpusError, count_jobs
     from storage.configio import config_hash, write_resolved
 
-    if seed is not None:
-        cfg.run.seed = seed
-    if workers is not None:
-        cfg.corpus.demo.workers = workers
+    cfg = with_overrides(cfg, {**({"run.seed": seed} if seed is not None else {}),
+                               **({"corpus.demo.workers": workers} if workers is not None else {})})
     try:
         total = count_jobs(cfg.corpus.demo)
     except ValueError as exc:
@@ -93,7 +92,7 @@ def import_(cfg: Any, layout: str, root: str, out_dir: str, ontology: str | None
     from storage.configio import write_resolved
 
     if seed is not None:
-        cfg.run.seed = seed
+        cfg = with_overrides(cfg, {"run.seed": seed})
     icfg = cfg.corpus.importer
     try:
         reader = open_layout(layout, root, icfg, ontology, cfg.run.seed)

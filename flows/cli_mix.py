@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 
+from engine.run_config import with_overrides
 from flows.common import EXIT_DATA, EXIT_FAILURE, EXIT_USAGE, config_options, fail, progress
 
 log = logging.getLogger("stemforge.mix")
@@ -55,10 +56,8 @@ def mix(ctx: click.Context, cfg: Any, sources: str | None, stems_dir: str | None
     from storage.configio import config_hash, write_resolved
     from storage.shards.store import StoreError
 
-    if recipe is not None:
-        cfg.mixing.recipe = recipe
-    if seed is not None:
-        cfg.run.seed = seed
+    cfg = with_overrides(cfg, {**({"mixing.recipe": recipe} if recipe is not None else {}),
+                               **({"run.seed": seed} if seed is not None else {})})
     assert num is not None and out_dir is not None
     spec = mix_factory_spec(cfg.mixing, cfg.run.seed, cfg.audio, sources=sources, stems_dir=stems_dir, scenes=scenes)
     try:

@@ -1,8 +1,10 @@
-"""`stemforge run`: the whole data engine end to end (default: the embedded demo preset).
+"""`stemforge run`: the whole data engine as one Prefect flow (flows/cycle.py `stemforge_run`): the dataset build,
+then the train-and-relabel cycle until its stop rule ends it.
 
-Resumes by default: a re-run of the same `--name` skips finished steps (done-markers under runs/<name>/steps/).
-`--restart` wipes the run directory first. Progress and step timings go to stderr; the report lands in
-runs/<name>/report.json and report.md.
+Prefect runs ephemerally (a temporary local API, no server to start) unless PREFECT_API_URL points at a server,
+where the run then shows up with its sub-flows, tasks and artifacts. Resumes by default: a re-run of the same
+`--name` skips finished steps (done-markers under runs/<name>/steps/, with or without Prefect's database).
+`--restart` wipes the run directory first. The report lands in runs/<name>/report.json and report.md.
 """
 from __future__ import annotations
 
@@ -19,29 +21,31 @@ from flows.common import EXIT_DATA, EXIT_USAGE, config_options, fail
 @click.option("--name", default=None, help="Run name (default: run.name); the run lives in <out>/<name>/.")
 @click.option("--restart", is_flag=True, help="Delete the run directory and start from scratch instead of resuming.")
 @click.option("--until", default=None, metavar="STEP",
-              help="Stop after this step (corpus, synthetic, separator_0, scorer_clap, scorer_judge, scorer_pc, filter_K, "
-                   "tiers_K, separator_K, evaluate_K); a later run without it continues.")
+              help="Stop after this step (corpus, synthetic, separator_0, filter_0, separator_K); a later run without "
+                   "it continues.")
 @config_options
 def run(cfg: Any, out_root: str | None, name: str | None, restart: bool, until: str | None) -> None:
-    """Run the data engine: corpus, synthetic shards, separator, scorers, pseudo-labels, filters, tiers, retrain, report."""
-    from engine.run import run_job
+    """Run the data engine: corpus, synthetic shards, scorers, separator, then relabel iterations until they stop paying."""
     from engine.workspace import RunError
+    from flows.cycle import stemforge_run
     from storage.audio import AudioError
+    from storage.configio import ConfigError
 
     try:
-        report = run_job(cfg, out_root=out_root, name=name, restart=restart,
-                         on_step=lambda s: click.echo(f"[stemforge run] step {s}", err=True), until=until)
-    except RunError as exc:
+        report = stemforge_run(config=cfg.model_dump(mode="json"), out_root=out_root, name=name, restart=restart,
+                               until=until)
+    except (RunError, ConfigError) as exc:
         fail(str(exc), EXIT_USAGE)
     except AudioError as exc:
         fail(str(exc), EXIT_DATA)
     if "stopped_after" in report:
-        click.echo(json.dumps({"stopped_after": report["stopped_after"], "resumed_steps": report["resumed_steps"],
+        click.echo(json.dumps({"stopped_after": report["stopped_after"], "resumed_steps": report.get("resumed_steps"),
                                "timings": {k: round(v, 2) for k, v in report["timings"].items()},
                                "ray": report.get("ray")}))
         return
-    rows = report["iterations"]
-    for r in rows:
-        click.echo(json.dumps({k: r.get(k) for k in ("iteration", "sdri_db", "si_sdri_db", "natural_sdri_db", "silence_sdr_db",
-                                                     "candidates", "kept_itt", "kept_sst", "re_sdr_mean_db", "prop_re_sdr_gt15")}))
+    for r in report["iterations"]:
+        click.echo(json.dumps({k: r.get(k) for k in ("iteration", "sdri_db", "si_sdri_db", "natural_sdri_db",
+                                                     "control_natural_sdri_db", "val_natural_sdri_db", "silence_sdr_db",
+                                                     "candidates", "kept_itt", "kept_sst", "prop_re_sdr_gt15")}))
+    click.echo(f"stopped: {report['headline']['stopped']['reason']}")
     click.echo(f"report: {report['files']['md']}")

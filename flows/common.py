@@ -35,6 +35,8 @@ def setup_logging(quiet: bool = False, verbose: int = 0) -> None:
     root.addHandler(handler)
     root.setLevel(level)
     logging.getLogger("stemforge").setLevel(level)
+    # one line per HTTP request to Prefect's API drowns the run's own log; -vv shows them
+    logging.getLogger("httpx").setLevel(logging.DEBUG if verbose > 1 else logging.WARNING)
 
 
 def config_options(func: F) -> F:
@@ -46,7 +48,7 @@ def config_options(func: F) -> F:
     @click.option("--verbose", "-v", count=True, help="Debug logging.")
     @functools.wraps(func)
     def wrapper(*args: Any, config_path: str | None, overrides: tuple[str, ...], quiet: bool, verbose: int, **kwargs: Any) -> Any:
-        from flows.config import load
+        from engine.run_config import load
         from storage.configio import ConfigError
 
         setup_logging(quiet, verbose)

@@ -18,9 +18,10 @@ T = TypeVar("T", bound=BaseModel)
 
 
 class Section(BaseModel):
-    """Base for every config section: unknown keys are errors, assignments are re-validated."""
+    """Base for every config section: unknown keys are errors; frozen, so no step changes what another reads
+    (variants are `model_copy(update=...)` or engine.run_config.with_overrides, which re-validates)."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 @reconstructible
@@ -99,6 +100,29 @@ def validate(model: type[T], data: dict[str, Any], source: str) -> T:
         raise ConfigError(source, problems) from None
 
 
+def deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    """`top` over `base`, mapping by mapping (a list or scalar in `top` replaces the base value)."""
+    out = dict(base)
+    for k, v in top.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def read_preset(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A preset's mapping; `extends: other.yaml` (relative to the file) loads that preset first and merges this one
+    over it, so a small preset states only what differs (configs/tiny.yaml extends the demo)."""
+    path = Path(path).resolve()
+    if path in _seen:
+        raise ConfigError(str(path), [("extends", "presets extend each other in a cycle")])
+    data = read_yaml(path)
+    base = data.pop("extends", None)
+    if base is None:
+        return data
+    if not isinstance(base, str):
+        raise ConfigError(str(path), [("extends", "must be a preset file path")])
+    return deep_merge(read_preset(path.parent / base, (*_seen, path)), data)
+
+
 def load_config(model: type[T], path: str | Path | None, overrides: Iterable[str] = (), default: dict | None = None) -> T:
     """Load `path` (or `default` when None), apply overrides, validate into `model`."""
     overrides = list(overrides)
@@ -106,7 +130,7 @@ def load_config(model: type[T], path: str | Path | None, overrides: Iterable[str
         data = json.loads(json.dumps(default or {}))
         source = "<defaults>"
     else:
-        data = read_yaml(path)
+        data = read_preset(path)
         source = str(path)
     data = apply_overrides(data, overrides)
     if overrides:

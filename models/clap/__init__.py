@@ -1,7 +1,7 @@
 """CLAP text-audio agreement scorers: `build_clap(cfg)` returns a backend (`mini`, `laion` or `hf`) with
 `embed_text`, `embed_audio`, `score(texts, audios, sr)` (cosine) and `info()`; `ClapScorer` is the batch stage.
 
-Nothing heavy is imported here: `flows.config` imports `models.clap.config`, which runs this file, and loading a
+Nothing heavy is imported here: `engine.run_config` imports `models.clap.config`, which runs this file, and loading a
 config must not pay for torch. The names below resolve lazily.
 """
 from __future__ import annotations

@@ -12,7 +12,7 @@ _LAZY = {'MiniJudgeScorer': 'models.judge.scorer', 'build_judge': 'models.judge.
 
 
 def __getattr__(name: str):
-    """Heavy members (torch) load on first use, so reading configs (`flows.config`) stays fast."""
+    """Heavy members (torch) load on first use, so reading configs (`engine.run_config`) stays fast."""
     if name in _LAZY:
         import importlib
 

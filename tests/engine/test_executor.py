@@ -103,7 +103,7 @@ def test_specs_are_data_and_reject_non_json_kwargs():
 
 
 def test_resources_come_from_the_config_in_one_place():
-    from flows.config import load
+    from engine.run_config import load
 
     cfg = load(None, ["engine.batch_sizes={score_pc: 3}", "pseudo_label.batch_size=2", "clap.batch_size=5",
                       "engine.actor_gpus=0.5", "engine.replicas=[1, 2]"])

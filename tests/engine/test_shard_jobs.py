@@ -108,7 +108,7 @@ def test_drop_reasons_from_every_worker_reach_the_result(ray_local, tmp_path: Pa
 def test_step_synthetic_same_stores_under_ray_and_in_process(ray_local, tmp_path: Path) -> None:
     from engine.data_steps import step_synthetic
     from engine.workspace import Workspace
-    from flows.config import load
+    from engine.run_config import load
     from toy_sources import write_toy_sources
 
     sources = write_toy_sources(tmp_path / "toy", per_class=2, seconds=1.5)

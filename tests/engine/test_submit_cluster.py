@@ -5,10 +5,10 @@ CPU each, bounded object stores, their own temp dir, stopped by PID).
   on both nodes: the driver joins the job's cluster (RAY_ADDRESS) instead of starting a Ray of its own, the scorer
   tasks write their markers, its shard stores verify and its candidates table has unique ids; `stemforge jobs
   list|status|logs` show that job. `ray_session` joins by address and by RAY_ADDRESS and stops nothing.
-- `stemforge submit` of an engine job that writes a shard store with Ray tasks on both nodes (`stemforge mix`, not
-  the whole run: the run's single-threaded steps would leave the kill window to chance and take minutes); the
-  worker node's raylet is killed mid-job: the job still succeeds, every sample is in the store exactly once and
-  every shard decodes (no truncated shard under a final name).
+- `stemforge submit` of a small `stemforge run` (the tiny preset with a larger synthetic split, so the kill lands
+  while its shard tasks run on both nodes); the worker node's raylet is killed mid-job: the job still succeeds
+  (the rest of the run on the head node alone), every sample is in the store exactly once and every shard decodes
+  (no truncated shard under a final name).
 - A config file outside the working dir is shipped with the job.
 """
 from __future__ import annotations
@@ -27,17 +27,7 @@ from ray_cluster import RAY, _alive, cluster_env, start_cluster  # noqa: E402
 ROOT = Path(__file__).resolve().parents[2]
 PY = sys.executable
 
-TINY_CORPUS = ["--set", "corpus.demo.sources_per_class={train: 3, val: 1, test: 1}",
-               "--set", "corpus.demo.scenes={train: 3, val: 1, test: 2}",
-               "--set", "corpus.demo.classes=[dog, siren, piano, rain, bird, engine]",
-               "--set", "corpus.demo.workers=1"]
-TINY_RUN = [*TINY_CORPUS,
-            "--set", "engine.synthetic_counts={train: 24, val: 4, test: 4}",
-            "--set", "engine.separator_steps=4", "--set", "engine.retrain_steps=4",
-            "--set", "engine.eval_max_items=4",
-            "--set", "engine.scorer_steps={clap: 3, judge_pretrain: 2, judge_finetune: 2, pc: 2}",
-            "--set", "separator.steps_per_epoch=2", "--set", "separator.batch_size=4", "--set", "separator.val_max=4",
-            "--set", "judge.max_clips=24", "--set", "pc.max_clips=24", "--set", "engine.backend=ray"]
+TINY_RUN = ["--config", "configs/tiny.yaml", "--set", "engine.backend=ray"]  # relative: the job's working dir
 
 
 def _stemforge(*args: str, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess:
@@ -80,7 +70,7 @@ def test_plain_ray_job_submit_runs_the_engine_on_both_nodes(cluster, tmp_path):
     sub = "plain-" + str(int(time.time()))
     # through filter_0: corpus, synthetic shards, the scorer tasks beside separator_0 (Ray Train), the filter step;
     # the rest of the run (tiers, retrain, evaluation) runs the same steps again and is covered in-process and on the
-    # local Ray by tests/engine/test_run_end_to_end.py
+    # local Ray by tests/flows/test_run_flow.py and by the node-loss test below
     res = subprocess.run([RAY, "job", "submit", "--address", cluster.dashboard, "--working-dir", ".",
                           "--submission-id", sub, "--", "stemforge", "run", "--out", str(out), "--name", "tiny",
                           "--until", "filter_0", *TINY_RUN], cwd=str(ROOT), env=cluster_env(), capture_output=True,
@@ -107,7 +97,7 @@ def test_plain_ray_job_submit_runs_the_engine_on_both_nodes(cluster, tmp_path):
     assert any(j["submission_id"] == sub and j["status"] == "SUCCEEDED" for j in listed)
     status = json.loads(_stemforge("jobs", "status", "--address", cluster.dashboard, sub).stdout)
     assert status["status"] == "SUCCEEDED" and "stemforge run" in status["entrypoint"]
-    assert "[stemforge run] step filter_0" in log
+    assert "step filter_0: finished" in log
 
 
 PROBE = """
@@ -141,23 +131,21 @@ def test_ray_session_joins_by_address_and_by_ray_address_and_leaves_the_cluster_
     assert raylets and all(_alive(p) for p in raylets)  # disconnecting a driver stops nothing
 
 
-@pytest.mark.timeout(420)
-def test_submit_survives_losing_the_worker_node(cluster, tmp_path):
-    corpus = tmp_path / "corpus"
-    _stemforge("corpus", "demo", "--out", str(corpus), *TINY_CORPUS, "--set", "engine.backend=inprocess", "-q")
-    config = tmp_path / "elsewhere" / "job.yaml"  # outside the working dir: shipped with the job
-    config.parent.mkdir()
-    config.write_text("engine:\n  backend: ray\nshards:\n  max_count: 6\n")
-    store, num = tmp_path / "mixed", 360
+@pytest.mark.timeout(600)
+def test_submit_of_a_run_survives_losing_the_worker_node(cluster, tmp_path):
+    out, num = tmp_path / "runs", 360
+    # the tiny run with a larger synthetic train split in groups of 6, so the kill lands while its shard tasks run on
+    # both nodes; the rest of the run then finishes on the head node alone
     sub = json.loads(_stemforge("submit", "--address", cluster.dashboard, "--working-dir", str(ROOT), "--",
-                                "mix", "--config", str(config), "--sources", str(corpus / "manifests" / "sources"),
-                                "--recipe", "promptsep", "--num", str(num), "--out", str(store), "--seed", "3",
-                                "--workers", "2", "-q").stdout.strip().splitlines()[-1])["submission_id"]
-    # wait until the job has committed a few groups (tasks on both nodes), then lose the worker node
+                                "run", "--config", "configs/tiny.yaml", "--out", str(out), "--name", "tiny",
+                                "--set", f"engine.synthetic_counts={{train: {num}, val: 4, test: 4}}",
+                                "--set", "shards.max_count=6", "--set", "engine.backend=ray",
+                                "-q").stdout.strip().splitlines()[-1])["submission_id"]
     from engine.jobs import status, wait
 
+    store = out / "tiny" / "synthetic" / "train"
     groups = store / "index" / "groups"
-    deadline = time.monotonic() + 240
+    deadline = time.monotonic() + 300
     while time.monotonic() < deadline and len(list(groups.glob("*.json")) if groups.is_dir() else []) < 3:
         state = status(cluster.dashboard, sub)["status"]
         assert state in {"PENDING", "RUNNING"}, _stemforge("jobs", "logs", "--address", cluster.dashboard, sub).stdout
@@ -171,14 +159,15 @@ def test_submit_survives_losing_the_worker_node(cluster, tmp_path):
         time.sleep(0.1)
     assert not _alive(worker)
 
-    info = wait(cluster.dashboard, sub, timeout_s=300, poll_s=1.0)
+    info = wait(cluster.dashboard, sub, timeout_s=500, poll_s=1.0)
     log = _stemforge("jobs", "logs", "--address", cluster.dashboard, sub).stdout
     assert info["status"] == "SUCCEEDED", log[-4000:]
-    assert f"Running entrypoint for job {sub}" in log and "-m flows.cli mix" in log  # via `stemforge jobs logs`
-    report = json.loads((store / "mix_report.json").read_text())
-    assert report["executor"] == "ray" and report["groups_total"] == num // 6
-    assert _keys_once(store) == num - report["dropped"]
+    assert f"Running entrypoint for job {sub}" in log and "-m flows.cli run" in log  # via `stemforge jobs logs`
+    marker = json.loads((out / "tiny" / "steps" / "synthetic.json").read_text())["outputs"]
+    assert _keys_once(store) == marker["counts"]["train"] == num - marker["errors"]["train"]
     assert (store / "_SUCCESS").is_file()
+    report = json.loads((out / "tiny" / "report.json").read_text())  # the whole run finished after the loss
+    assert [it["iteration"] for it in report["iterations"]] == [0, 1] and report["ray"]["mode"] == "joined"
 
 
 def test_submission_ships_the_code_the_config_and_the_environment(tmp_path):
@@ -192,17 +181,21 @@ def test_submission_ships_the_code_the_config_and_the_environment(tmp_path):
     entry, env = build_submission(["corpus", "demo", "--config", str(config), "--out", str(out), "-q"], ROOT, python=PY)
     assert env["working_dir"] == str(ROOT)
     assert {"/.venv", "/runs", ".git", "__pycache__"} <= set(env["excludes"])
-    assert env["env_vars"][CONFIG_ENV] == config.read_text()
+    import yaml
+
+    assert yaml.safe_load(env["env_vars"][CONFIG_ENV]) == yaml.safe_load(config.read_text())
     assert env["env_vars"]["OMP_WAIT_POLICY"] and env["env_vars"]["RAY_USAGE_STATS_ENABLED"] == "0"
     assert env["env_vars"]["HF_HUB_OFFLINE"] == "1"
     assert str(config) not in entry  # the job reads the shipped copy, not a path of the submitting machine
     res = subprocess.run(["/bin/sh", "-c", entry], cwd=str(ROOT), env={**cluster_env(), **env["env_vars"]},
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stdout + res.stderr
-    import yaml
 
     resolved = yaml.safe_load((out / "config.resolved.yaml").read_text())
     assert resolved["corpus"]["demo"]["classes"] == ["dog", "rain", "siren", "piano"]  # the shipped file's, not the demo's
+    _, tiny = build_submission(["run", "--config", str(ROOT / "configs" / "tiny.yaml")], ROOT, python=PY)
+    shipped = yaml.safe_load(tiny["env_vars"][CONFIG_ENV])  # `extends: demo.yaml` merged before shipping
+    assert "extends" not in shipped and shipped["run"]["name"] == "tiny" and shipped["mixing"]["recipe"] == "promptsep"
     with pytest.raises(JobError) as info:
         build_submission([], ROOT)
     assert info.value.usage

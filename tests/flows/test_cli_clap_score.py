@@ -102,7 +102,7 @@ def test_score_errors(trained_ckpt: Path, tmp_path: Path) -> None:
 def test_score_judge_and_pc_join_into_one_table(trained_ckpt: Path, tmp_path: Path) -> None:
     """All three scorers write into one table keyed by sample (judge/pc: helper F's mini models, untrained weights
     saved by their own save functions, so only the plumbing is asserted, not score quality)."""
-    from flows.config import load
+    from engine.run_config import load
     from models.aesthetics.train import build_model as build_pc_model, save_pc
     from models.judge.train import build_model as build_judge_model, save_judge
 

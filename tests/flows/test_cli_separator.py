@@ -62,7 +62,7 @@ def test_run_evaluation_and_cli_evaluate_are_one_code_path(tmp_path: Path) -> No
     """The run's per-iteration evaluation and `stemforge evaluate` give the same figures on the same checkpoint,
     synthetic tuples and natural scenes (the disagreement that motivated one evaluator)."""
     from engine.evaluation import evaluate_checkpoint, summarize
-    from flows.config import load
+    from engine.run_config import load
     from pipelines.corpus.config import DemoConfig
     from pipelines.corpus.demo import generate_demo
     from pipelines.mixing.prompts import phrase_for

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from flows.config import DEFAULT_CONFIG, StemforgeConfig, load
+from engine.run_config import DEFAULT_CONFIG, StemforgeConfig, load, with_overrides
 from storage.configio import ConfigError, config_hash, load_config, parse_override, write_resolved
 
 
@@ -95,7 +95,22 @@ def test_resolved_config_roundtrips_and_hash_is_stable(tmp_path: Path) -> None:
     assert data["corpus"]["demo"]["scenes"]["train"] == 3
 
 
-def test_assignment_is_validated() -> None:
+def test_config_is_frozen_and_overrides_are_validated() -> None:
     cfg = load()
-    with pytest.raises(ValueError):
-        cfg.corpus.demo.workers = -1
+    with pytest.raises(ValueError, match="frozen"):
+        cfg.corpus.demo.workers = 3
+    with pytest.raises(ValueError, match="corpus.demo.workers"):
+        with_overrides(cfg, {"corpus.demo.workers": -1})
+    assert with_overrides(cfg, {"run.seed": 7}).run.seed == 7 and cfg.run.seed == 0
+
+
+def test_a_preset_extends_another(tmp_path: Path) -> None:
+    tiny = load(DEFAULT_CONFIG.parent / "tiny.yaml")
+    demo = load()
+    assert tiny.run.name == "tiny" and tiny.corpus.demo.scenes == {"train": 3, "val": 1, "test": 2}
+    assert tiny.mixing == demo.mixing and tiny.filters == demo.filters  # everything it does not state: the demo's
+    a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    a.write_text("extends: b.yaml\nrun: {seed: 3}\n")
+    b.write_text("extends: a.yaml\n")
+    with pytest.raises(ValueError, match="cycle"):
+        load(a)

@@ -1,0 +1,34 @@
+"""Which failures are worth retrying: transient ones (a lost Ray worker or node, an I/O error on storage) are;
+a configuration error or unusable input is not: it fails the same way every time, so a retry only hides it.
+
+The flows' tasks retry through `is_transient` (flows/tasks.py); Ray's own retries cover lost workers inside a step.
+"""
+from __future__ import annotations
+
+# OSErrors that name a wrong path or permission: the same on every attempt
+_PERMANENT_OS = (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError, FileExistsError)
+
+
+def _ray_transient() -> tuple[type[BaseException], ...]:
+    try:
+        import ray.exceptions as rex
+    except ImportError:  # pragma: no cover - ray is a dependency
+        return ()
+    names = ("RayActorError", "ActorDiedError", "ActorUnavailableError", "WorkerCrashedError", "NodeDiedError",
+             "ObjectLostError", "OwnerDiedError", "ObjectReconstructionFailedError", "RaySystemError",
+             "LocalRayletDiedError", "GetTimeoutError")
+    return tuple(getattr(rex, n) for n in names if hasattr(rex, n))
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for failures a retry can cure; follows `__cause__` and Ray's task-error wrapper to the root error."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, _ray_transient()):
+            return True
+        if isinstance(exc, OSError) and not isinstance(exc, _PERMANENT_OS):
+            return True
+        cause = getattr(exc, "cause", None)  # ray.exceptions.RayTaskError keeps the task's own exception here
+        exc = cause if isinstance(cause, BaseException) else exc.__cause__
+    return False

@@ -1,0 +1,370 @@
+"""The engine's steps as the flows call them (flows/cycle.py): each takes the run and what it needs, and returns a
+small JSON-able result.
+
+Why one module of thin wrappers: orchestration lives in the flows (one path), the work in the step modules
+(data_steps, model_steps, engine_steps, evaluation). Each function here runs its step under the run directory's
+done-marker (engine/workspace.py: the markers are the truth, so a run resumes with or without Prefect's database),
+after the fault-injection hook (engine/faults.py), and declares which config sections it reads (`STEP_SECTIONS`):
+the flows' cache keys are built from those, the step's inputs and the code version (`step_key`), so changing
+`engine.device` does not invalidate the corpus.
+
+Step names (markers): corpus, synthetic, scorer_{clap,judge,pc}, separator_0, filter_K, tiers_K, separator_K
+(retrain from K-1 on synthetic + tiers of K-1), control_K (same init and steps, synthetic only), evaluate_K /
+evaluate_control_K (test split: report only; validation split: the stop rule).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from engine.faults import maybe_fail
+from engine.run_config import StemforgeConfig, work_hash
+from engine.workspace import RunError, Workspace
+
+log = logging.getLogger("stemforge.run")
+
+# step name pattern -> config keys the step reads ("section" or "section.key")
+STEP_SECTIONS: list[tuple[str, tuple[str, ...]]] = [
+    (r"corpus", ("run.seed", "audio", "corpus")),
+    (r"synthetic", ("run.seed", "audio", "mixing", "shards", "engine.synthetic_counts")),
+    (r"scorer_clap", ("run.seed", "audio", "clap", "engine.scorer_steps")),
+    (r"scorer_judge", ("run.seed", "audio", "judge", "engine.scorer_steps")),
+    (r"scorer_pc", ("run.seed", "audio", "pc", "engine.scorer_steps")),
+    (r"separator_0", ("run.seed", "separator", "engine.separator_steps", "engine.train_workers",
+                      "engine.separator_queries")),
+    (r"(separator|control)_\d+", ("run.seed", "audio", "separator", "engine.retrain_steps", "engine.train_workers",
+                                  "engine.retrain_ratios", "engine.itt_max_others", "engine.separator_queries")),
+    (r"filter_\d+", ("audio", "pseudo_label", "filters", "engine.rows_per_batch", "engine.pseudo_label_splits",
+                     "run.stop_metric", "run.stop_split")),
+    (r"tiers_\d+", ("audio", "shards", "filters", "engine.pseudo_label_splits")),
+    (r"evaluate(_control)?_\d+", ("run.seed", "engine.eval_max_items", "engine.natural_eval_split", "run.stop_split")),
+]
+
+
+def sections_of(step: str) -> tuple[str, ...]:
+    for pattern, keys in STEP_SECTIONS:
+        if re.fullmatch(pattern, step):
+            return keys
+    raise KeyError(f"step {step!r} declares no config sections (engine/steps.py STEP_SECTIONS)")
+
+
+def _pick(data: dict[str, Any], dotted: str) -> Any:
+    node: Any = data
+    for part in dotted.split("."):
+        node = node[part]
+    return node
+
+
+def step_key(cfg: StemforgeConfig, step: str, run_id: str, inputs: Any, code: str) -> str:
+    """Cache key of one step: its own config sections, its inputs (upstream results, which carry checkpoint and
+    data hashes), the code version and the run directory's id (a `--restart` starts a new directory, new keys)."""
+    data = cfg.model_dump(mode="json")
+    payload = {"step": step, "run_id": run_id, "code": code, "inputs": inputs,
+               "config": {k: _pick(data, k) for k in sections_of(step)}}
+    blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+    return f"{step}-{hashlib.sha256(blob.encode()).hexdigest()[:24]}"
+
+
+@dataclass
+class RunContext:
+    """A run: its frozen config, its absolute directory and its markers."""
+
+    cfg: StemforgeConfig
+    root: Path
+    ws: Workspace
+
+    @property
+    def name(self) -> str:
+        return self.root.name
+
+    def step(self, name: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        """Run `fn` under `name`'s marker (resumed when done), after the fault-injection hook."""
+        if self.ws.done(name) is None:
+            maybe_fail(name, self.root)
+        return self.ws.step(name, fn)
+
+
+def open_run(cfg: StemforgeConfig, out_root: str | Path | None = None, name: str | None = None,
+             restart: bool = False) -> RunContext:
+    """Open (or create, or with `restart` wipe and create) `<out_root>/<name>/` and record the resolved config."""
+    from storage.configio import write_resolved
+
+    name = name or cfg.run.name
+    # absolute: Ray workers (Ray Train ranks, tasks on other nodes) do not share the driver's working directory
+    root = (Path(out_root or cfg.run.out_root) / name).absolute()
+    ws = Workspace.open(root, work_hash(cfg), restart=restart, allow_config_change=cfg.engine.allow_config_change)
+    write_resolved(cfg, root)
+    return RunContext(cfg, root, ws)
+
+
+def finished(ctx: RunContext, step: str) -> dict[str, Any]:
+    """The outputs of a step that has finished in this run directory (read from its marker)."""
+    done = ctx.ws.done(step)
+    if done is None:
+        raise RunError(f"{ctx.root}: step {step} has not finished")
+    return done["outputs"]
+
+
+# ---- build: corpus and synthetic shards --------------------------------------------------------------------------
+
+def corpus(ctx: RunContext) -> dict[str, Any]:
+    from engine.data_steps import step_corpus
+
+    return ctx.step("corpus", lambda: step_corpus(ctx.ws, ctx.cfg))
+
+
+def synthetic(ctx: RunContext, corpus_out: dict[str, Any]) -> dict[str, Any]:
+    from engine.data_steps import step_synthetic
+
+    out = ctx.step("synthetic", lambda: step_synthetic(ctx.ws, ctx.cfg, corpus_out["sources"]))
+    missing = [s for s in ("train", "val", "test") if s not in out["dirs"]]
+    if missing:
+        raise RunError(f"{ctx.root}: engine.synthetic_counts must render train, val and test splits (missing {missing})")
+    return out
+
+
+# ---- bootstrap: scorers and separator 0 --------------------------------------------------------------------------
+
+SCORERS = ("clap", "judge", "pc")
+
+
+def scorer(ctx: RunContext, which: str, corpus_out: dict[str, Any], remote: bool = False) -> dict[str, Any]:
+    """Train one mini scorer; `remote` runs it as a Ray task (its own process, one CPU) that writes the same marker,
+    so a flow can train the scorers beside separator 0 on the cores the separator leaves free."""
+    from engine import model_steps
+
+    step = f"scorer_{which}"
+    fn = {"clap": model_steps.train_clap_step, "judge": model_steps.train_judge_step, "pc": model_steps.train_pc_step}[which]
+    if remote and ctx.cfg.engine.backend == "ray" and ctx.ws.done(step) is None:
+        maybe_fail(step, ctx.root)
+        from engine.scorer_tasks import ScorerTasks
+
+        where = ScorerTasks(ctx.cfg, ctx.root, ctx.ws.config_hash, corpus_out["sources"], [step],
+                            reserved_cpus=float(ctx.cfg.engine.train_workers)).wait()[step]
+        out = finished(ctx, step)  # the task wrote the marker
+        if not where["resumed"]:
+            ctx.ws.ran_steps.append(step)
+        return {**out, "ran_in": where}
+    return ctx.step(step, lambda: fn(ctx.ws, ctx.cfg, corpus_out["sources"]))
+
+
+def separator_config(ctx: RunContext, clap: dict[str, Any] | None) -> StemforgeConfig:
+    """The config the separators train with: `engine.separator_queries: run_clap` embeds their queries with the
+    run's CLAP text tower. Only the separator trainers get it; every other step (and every lineage hash) sees the
+    run's own config."""
+    if ctx.cfg.engine.separator_queries != "run_clap":
+        return ctx.cfg
+    if clap is None:
+        raise RunError(f"{ctx.root}: engine.separator_queries=run_clap needs scorer_clap before the separator")
+    return ctx.cfg.model_copy(update={"separator": ctx.cfg.separator.model_copy(
+        update={"text_encoder": f"clap:{clap['checkpoint']}"})})
+
+
+def bootstrap_separator(ctx: RunContext, synthetic_out: dict[str, Any], clap: dict[str, Any] | None = None) -> dict[str, Any]:
+    from engine.model_steps import train_separator_step
+    from engine.ray_train import shard_streams
+
+    cfg = separator_config(ctx, clap)
+    return ctx.step("separator_0", lambda: train_separator_step(
+        ctx.ws, cfg, "iter0", partial(shard_streams, [synthetic_out["dirs"]["train"]], cfg.separator.sample_rate),
+        synthetic_out["dirs"]["val"], cfg.engine.separator_steps, lineage={"iteration": 0, "data": "synthetic"}))
+
+
+# ---- one relabel iteration ---------------------------------------------------------------------------------------
+
+def pseudo_label_and_filter(ctx: RunContext, k: int, corpus_out: dict[str, Any], separator: dict[str, Any],
+                            scorers: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """filter_k: separator k pseudo-labels the training scenes; every candidate scored and decided."""
+    from engine.engine_steps import step_filter
+
+    return ctx.step(f"filter_{k}", lambda: step_filter(ctx.ws, ctx.cfg, k, corpus_out, separator, scorers))
+
+
+def tier_shards(ctx: RunContext, k: int, corpus_out: dict[str, Any], separator: dict[str, Any],
+                scorers: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    from engine.engine_steps import step_tiers
+
+    return ctx.step(f"tiers_{k}", lambda: step_tiers(ctx.ws, ctx.cfg, k, corpus_out, separator, scorers))
+
+
+def retrain(ctx: RunContext, k: int, synthetic_out: dict[str, Any], corpus_out: dict[str, Any],
+            init: dict[str, Any], tiers: dict[str, Any], clap: dict[str, Any] | None = None) -> dict[str, Any]:
+    """separator_k: fine-tune separator k-1 on synthetic + the tiers it produced."""
+    from engine.model_steps import retrain_streams, retrain_weights, train_separator_step
+
+    cfg = separator_config(ctx, clap)
+
+    def fit() -> dict[str, Any]:
+        weights = retrain_weights(cfg, tiers)
+        streams = partial(retrain_streams, cfg, synthetic_out["dirs"]["train"], tiers, corpus_out["sources"],
+                          cfg.run.seed + k)
+        out = train_separator_step(ctx.ws, cfg, f"iter{k}", streams, synthetic_out["dirs"]["val"], cfg.engine.retrain_steps,
+                                   init=init["checkpoint"], lineage={"iteration": k, "weights": weights,
+                                                                     "tiers": {t: v["dir"] for t, v in tiers.items()}})
+        return {**out, "weights": weights}
+
+    return ctx.step(f"separator_{k}", fit)
+
+
+def control(ctx: RunContext, k: int, synthetic_out: dict[str, Any], init: dict[str, Any],
+            clap: dict[str, Any] | None = None) -> dict[str, Any]:
+    """control_k: the compute-matched control of separator_k - the same init (separator k-1), the same steps and
+    seed, synthetic data only - so the engine's gain is separator_k over control_k, not over more training."""
+    from engine.model_steps import train_separator_step
+    from engine.ray_train import shard_streams
+
+    cfg = separator_config(ctx, clap)
+    return ctx.step(f"control_{k}", lambda: {**train_separator_step(
+        ctx.ws, cfg, f"control{k}", partial(shard_streams, [synthetic_out["dirs"]["train"]], cfg.separator.sample_rate),
+        synthetic_out["dirs"]["val"], cfg.engine.retrain_steps, init=init["checkpoint"],
+        lineage={"iteration": k, "data": "synthetic", "control_of": f"separator_{k}"}), "weights": {"synthetic": 1.0}})
+
+
+def evaluate(ctx: RunContext, label: str, checkpoint: str, corpus_out: dict[str, Any],
+             synthetic_out: dict[str, Any]) -> dict[str, Any]:
+    """evaluate_<label>: the one evaluator (engine/evaluation.py) on the test split (synthetic tuples + natural
+    scenes: reported) and on the stop rule's validation scenes (natural only: `val`)."""
+    from engine.evaluation import evaluate_checkpoint
+
+    cfg = ctx.cfg
+
+    def run() -> dict[str, Any]:
+        test = evaluate_checkpoint(checkpoint, cfg, corpus_out, synthetic_out["dirs"]["test"])
+        try:
+            val = evaluate_checkpoint(checkpoint, cfg, corpus_out, None, split=cfg.run.stop_split)
+        except ValueError as exc:  # no validation scenes with audit stems: the stop rule reads the label-free figure
+            log.info("evaluate_%s: %s", label, exc)
+            val = {}
+        keep = ("natural_sdri_db", "natural_si_sdri_db", "natural_sdri_ci95_db", "natural_items", "natural_item_sdri",
+                "natural_silent_share")
+        return {**test, "val": {k: val.get(k) for k in keep}}
+
+    return ctx.step(f"evaluate_{label}", run)
+
+
+def stop_value(cfg: StemforgeConfig, evaluation: dict[str, Any], filter_out: dict[str, Any] | None) -> float | None:
+    """The stop rule's figure for one separator: its natural SDRi on the validation scenes (audit stems), or the
+    label-free mean Re-SDR of its pseudo-labels of those scenes (`run.stop_metric`; auto = SDRi where it exists)."""
+    metric = cfg.run.stop_metric
+    sdri = (evaluation.get("val") or {}).get("natural_sdri_db")
+    if metric == "natural_sdri" or (metric == "auto" and sdri is not None):
+        return sdri
+    if metric == "re_sdr" and filter_out:
+        return (filter_out.get("re_sdr_mean_db_by_split") or {}).get(cfg.run.stop_split)
+    return None
+
+
+def stop_metric_name(cfg: StemforgeConfig, evaluation: dict[str, Any]) -> str:
+    metric = cfg.run.stop_metric
+    if metric == "auto":
+        metric = "natural_sdri" if (evaluation.get("val") or {}).get("natural_sdri_db") is not None else "re_sdr"
+    return f"{metric} on the {cfg.run.stop_split} scenes"
+
+
+def engine_vs_control(cfg: StemforgeConfig, engine_eval: dict[str, Any], control_eval: dict[str, Any],
+                      split: str = "test") -> dict[str, Any]:
+    """Paired mean and 95 % interval of separator_k minus control_k natural SDRi over the same scene queries."""
+    from models.separator.evaluate import paired_ci
+
+    a = engine_eval["natural_item_sdri"] if split == "test" else engine_eval["val"]["natural_item_sdri"]
+    b = control_eval["natural_item_sdri"] if split == "test" else control_eval["val"]["natural_item_sdri"]
+    res = paired_ci(a or {}, b or {}, seed=cfg.run.seed)
+    return {"n": res["n"], "gain_db": None if res["n"] == 0 else round(res["mean"], 3),
+            "ci95_db": None if res["ci95"] is None else [round(float(x), 3) for x in res["ci95"]]}
+
+
+# ---- the report --------------------------------------------------------------------------------------------------
+
+FILTER_KEYS = ("candidates", "kept_itt", "kept_sst", "kept_hours_itt", "kept_hours_sst", "re_sdr_mean_db",
+               "prop_re_sdr_gt15", "prop_re_sdr_gt10", "scenes_labelled", "scene_hours", "scenes_skipped_min_events")
+
+
+def report(ctx: RunContext, results: dict[str, Any], total_seconds: float, session: Any = None) -> dict[str, Any]:
+    """report.json / report.md / plots from the cycle's results (what the flows collected, see flows/cycle.py).
+
+    Headline: on the held-out (test) natural scenes, the last separator's gain over its compute-matched control
+    and over iteration 0 (paired over the same scene queries, 95 % intervals); the stop rule's validation figures
+    and the reason the cycle stopped beside them."""
+    from engine.evaluation import REPORT_KEYS
+    from engine.report import write_report
+    from models.separator.evaluate import paired_ci
+
+    cfg = ctx.cfg
+    seps, evals = results["separators"], results["evals"]
+    filters = {int(k): v for k, v in results.get("filters", {}).items()}
+    controls = {int(k): v for k, v in results.get("controls", {}).items()}
+    control_evals = {int(k): v for k, v in results.get("control_evals", {}).items()}
+    iterations = []
+    for k, (sep, ev) in enumerate(zip(seps, evals)):
+        f = filters.get(k, {})
+        row = {"iteration": k, "separator_checkpoint": sep["checkpoint"], "separator_hash": sep["checkpoint_hash"],
+               **{key: ev.get(key) for key in REPORT_KEYS}, **{key: f.get(key) for key in FILTER_KEYS},
+               "val_natural_sdri_db": (ev.get("val") or {}).get("natural_sdri_db"),
+               "val_natural_items": (ev.get("val") or {}).get("natural_items"),
+               "stop_value": stop_value(cfg, ev, filters.get(k)),
+               "rejections": f.get("rejections", {}), "train_weights": sep.get("weights")}
+        if k in control_evals:
+            cev = control_evals[k]
+            row["control_natural_sdri_db"] = cev.get("natural_sdri_db")
+            row["control_sdri_db"] = cev.get("sdri_db")
+            row["control_val_natural_sdri_db"] = (cev.get("val") or {}).get("natural_sdri_db")
+            row["gain_vs_control"] = engine_vs_control(cfg, ev, cev)
+            row["control_checkpoint"] = controls.get(k, {}).get("checkpoint")
+        if k > 0:
+            res = paired_ci(ev.get("natural_item_sdri") or {}, evals[0].get("natural_item_sdri") or {}, seed=cfg.run.seed)
+            row["gain_vs_iteration0"] = {"n": res["n"], "gain_db": None if res["n"] == 0 else round(res["mean"], 3),
+                                         "ci95_db": None if res["ci95"] is None else [round(float(x), 3) for x in res["ci95"]]}
+        iterations.append(row)
+    last = iterations[-1]
+    headline = {"iterations": len(iterations) - 1, "stopped": results.get("stop"),
+                "gain_vs_control": last.get("gain_vs_control"), "gain_vs_iteration0": last.get("gain_vs_iteration0"),
+                "natural_split": cfg.engine.natural_eval_split, "stop_split": cfg.run.stop_split}
+    last_filter = filters.get(max(filters)) if filters else None
+    last_table = None
+    if last_filter and last_filter.get("candidates_table"):
+        from pipelines.filters.table import read_candidates
+
+        last_table = read_candidates(last_filter["candidates_table"])
+    # per-item figures serve the paired comparisons above; they stay in the evaluate markers, not the report
+    for row in iterations:
+        row.pop("natural_item_sdri", None)
+    out = {
+        "name": ctx.name, "config_hash": ctx.ws.config_hash, "headline": headline, "iterations": iterations,
+        "decisions": results.get("decisions", []),
+        "scorers": {k: {kk: v.get(kk) for kk in ("checkpoint", "checkpoint_hash", "heldout", "heldout_zero_shot_top1",
+                                                 "proxy_acc")} for k, v in results["scorers"].items()},
+        "corpus": results["corpus"].get("summary"), "synthetic": results["synthetic"]["counts"],
+        "last_filter": last_filter, "timings": dict(ctx.ws.timings), "cpu_timings": dict(ctx.ws.cpu_timings),
+        "resumed_steps": list(ctx.ws.resumed_steps), "ray": session.to_dict() if session is not None else None,
+        # where the scorers trained when they ran as Ray tasks in this invocation (pid, host, seconds)
+        "scorer_tasks": {f"scorer_{k}": v["ran_in"] for k, v in results["scorers"].items() if v.get("ran_in")},
+        "total_seconds": total_seconds,
+    }
+    out["files"] = write_report(ctx.root, out, last_table)
+    return out
+
+
+@contextmanager
+def backend_session(cfg: StemforgeConfig) -> Iterator[Any]:
+    """`engine.backend: ray`: one `ray_session` around the block (started, joined or reused); `inprocess`: None."""
+    if cfg.engine.backend != "ray":
+        yield None
+        return
+    from engine.ray_runtime import ray_session
+
+    with ray_session(cfg.engine.ray) as session:
+        yield session
+
+
+def ray_cpus() -> float:
+    """CPUs of the Ray cluster this process is connected to (the flows size their concurrency by it)."""
+    import ray
+
+    return float(ray.cluster_resources().get("CPU", 1.0))

@@ -1,0 +1,39 @@
+"""Run identity and per-step cache keys: execution keys never change what a run computes, a step's key moves only
+with its own config sections, its inputs, the code version and the run directory."""
+from __future__ import annotations
+
+import pytest
+
+from engine.run_config import StemforgeConfig, with_overrides, work_hash
+from engine.steps import sections_of, step_key
+
+
+def test_execution_keys_do_not_change_the_run_identity():
+    cfg = StemforgeConfig()
+    for change in ({"engine.device": "cpu"}, {"engine.backend": "inprocess"}, {"engine.replicas": [2, 2]},
+                   {"run.max_iterations": 5}, {"clap.device": "cuda"}):
+        assert work_hash(with_overrides(cfg, change)) == work_hash(cfg), change
+    for change in ({"run.seed": 1}, {"engine.retrain_steps": 7}, {"filters.itt_min_db": 3.0}):
+        assert work_hash(with_overrides(cfg, change)) != work_hash(cfg), change
+
+
+def test_step_key_follows_its_own_sections_inputs_code_and_run():
+    cfg = StemforgeConfig()
+    key = step_key(cfg, "corpus", "run-a", {"x": 1}, "v1")
+    assert step_key(with_overrides(cfg, {"engine.device": "cpu"}), "corpus", "run-a", {"x": 1}, "v1") == key
+    assert step_key(with_overrides(cfg, {"separator.lr": 0.1}), "corpus", "run-a", {"x": 1}, "v1") == key
+    assert step_key(with_overrides(cfg, {"corpus.demo.source_seconds": 3.0}), "corpus", "run-a", {"x": 1}, "v1") != key
+    assert step_key(cfg, "corpus", "run-b", {"x": 1}, "v1") != key  # a new run directory (e.g. --restart)
+    assert step_key(cfg, "corpus", "run-a", {"x": 2}, "v1") != key
+    assert step_key(cfg, "corpus", "run-a", {"x": 1}, "v2") != key
+    sep = step_key(cfg, "separator_2", "run-a", {}, "v1")
+    assert step_key(with_overrides(cfg, {"separator.lr": 0.1}), "separator_2", "run-a", {}, "v1") != sep
+    assert step_key(with_overrides(cfg, {"filters.pc_max": 1.0}), "separator_2", "run-a", {}, "v1") == sep
+
+
+def test_every_step_declares_its_sections():
+    for step in ("corpus", "synthetic", "scorer_clap", "scorer_judge", "scorer_pc", "separator_0", "separator_3",
+                 "control_1", "filter_0", "tiers_2", "evaluate_0", "evaluate_control_1"):
+        assert sections_of(step)
+    with pytest.raises(KeyError, match="declares no config sections"):
+        sections_of("unknown_step")
