@@ -351,16 +351,28 @@ def report(ctx: RunContext, results: dict[str, Any], total_seconds: float, sessi
     return out
 
 
+_ACTIVE_SESSIONS: list[Any] = []  # the outermost backend session of this process first
+
+
 @contextmanager
 def backend_session(cfg: StemforgeConfig) -> Iterator[Any]:
-    """`engine.backend: ray`: one `ray_session` around the block (started, joined or reused); `inprocess`: None."""
+    """`engine.backend: ray`: one `ray_session` around the block (started, joined or reused); `inprocess`: None.
+    Nested blocks (a sub-flow inside its parent) get the outer session, so the report says how the run's Ray was
+    reached (started, joined), not that an inner block reused it."""
     if cfg.engine.backend != "ray":
         yield None
+        return
+    if _ACTIVE_SESSIONS:
+        yield _ACTIVE_SESSIONS[0]
         return
     from engine.ray_runtime import ray_session
 
     with ray_session(cfg.engine.ray) as session:
-        yield session
+        _ACTIVE_SESSIONS.append(session)
+        try:
+            yield session
+        finally:
+            _ACTIVE_SESSIONS.remove(session)
 
 
 def ray_cpus() -> float:

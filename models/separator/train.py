@@ -354,8 +354,11 @@ def train_separator(cfg: SeparatorConfig, streams: Streams, val_samples: Sequenc
                                          metrics=metrics, train_state=train_state))
 
     data = RankBatches(sources, plan, rank, world, cfg, vocab, phrases)
+    # forkserver, not fork: a forked worker inherits the parent's thread-exit hooks (Prefect's services register
+    # some in every process that ran a flow) and exits with code 1 when it ends
     loader = torch.utils.data.DataLoader(data, batch_size=None, sampler=range(step, cfg.max_steps),
-                                         num_workers=cfg.workers, collate_fn=_keep)
+                                         num_workers=cfg.workers, collate_fn=_keep,
+                                         multiprocessing_context="forkserver" if cfg.workers > 0 else None)
     losses: list[float] = []
     for item in loader:
         if cfg.lr_schedule == "cosine":

@@ -277,7 +277,8 @@ def iter_samples(urls: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
 
 class ShardIterableDataset(_torch_iterable_base()):  # type: ignore[misc]
     """torch `IterableDataset` over a shard store; with `DataLoader(num_workers=n)` each sample appears once per
-    epoch. Call `set_epoch(e)` between epochs to reshuffle deterministically."""
+    epoch. Call `set_epoch(e)` between epochs to reshuffle deterministically. In a process that has run a Prefect
+    flow use `multiprocessing_context="forkserver"`: forked workers inherit Prefect's thread-exit hooks and exit 1."""
 
     def __init__(self, urls: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], shuffle_buffer: int = 0,
                  seed: int = 0, epoch: int = 0, on_error: OnError = "raise", shuffle_shards: bool | None = None):

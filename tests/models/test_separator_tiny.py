@@ -160,6 +160,15 @@ def test_same_config_twice_gives_identical_state(tmp_path: Path) -> None:
     _same_run(a, b)
 
 
+def test_decoding_workers_change_nothing(tmp_path: Path) -> None:
+    """`workers: 2` decodes batches ahead in forkserver processes (not fork: see models/separator/train.py): the same
+    batches in the same order, so the same weights as decoding inline."""
+    stream, val = _shards(tmp_path)
+    inline = train_separator(SeparatorConfig(**SMALL, max_steps=4), [(stream, 1.0)], val, tmp_path / "a")
+    ahead = train_separator(SeparatorConfig(**SMALL, max_steps=4, workers=2), [(stream, 1.0)], val, tmp_path / "b")
+    _same_run(inline, ahead)
+
+
 def test_resume_reproduces_uninterrupted_run(tmp_path: Path) -> None:
     stream, val = _shards(tmp_path)
     straight = train_separator(SeparatorConfig(**SMALL, max_steps=6), [(stream, 1.0)], val, tmp_path / "a")

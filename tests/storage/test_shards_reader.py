@@ -67,7 +67,9 @@ def test_shuffle_is_seeded_and_per_epoch(store: Path) -> None:
 @pytest.mark.parametrize("num_workers", [0, 2])
 def test_dataloader_workers_see_each_sample_once_per_epoch(store: Path, num_workers: int) -> None:
     ds = ShardIterableDataset(store, shuffle_buffer=4, seed=5)
-    loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=num_workers)
+    # forkserver: this test process may have run Prefect flows, whose thread-exit hooks make forked workers exit 1
+    loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=num_workers,
+                                         multiprocessing_context="forkserver" if num_workers else None)
     for epoch in range(2):
         ds.set_epoch(epoch)
         keys = [s["__key__"] for s in loader]
