@@ -19,7 +19,7 @@ import urllib.request
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 PREFECT = str(Path(sys.executable).parent / "prefect")
 START_TIMEOUT_S = 150.0  # first start creates the database: ~15 s on an idle machine, a minute on a busy one
@@ -110,3 +110,15 @@ def prefect_server(home: Path) -> Iterator[PrefectServer]:
         yield PrefectServer(api_url=api_url, home=home, log=log, pid=proc.pid)
     finally:
         _stop_group(proc)
+
+
+def wait_for(what: str, probe: Callable[[], Any], timeout_s: float = 30.0, every_s: float = 0.5) -> Any:
+    """Poll `probe` until it returns something truthy (the server records runs from the clients' events)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+        time.sleep(every_s)

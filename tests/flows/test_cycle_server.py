@@ -23,12 +23,14 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 from uuid import UUID
 
 import pytest
+
+from prefect_server import wait_for  # tests/flows is on sys.path (conftest.py)
+from models.weights import weights_hash
 
 from engine.faults import ENV
 
@@ -116,21 +118,8 @@ def checkpoints(report: dict[str, Any]) -> dict[str, str]:
     return out
 
 
-def tensors(path: str) -> dict[str, Any]:
-    """Every tensor of a checkpoint file by its key path (weights, buffers; not metadata)."""
-    import torch
-
-    return {k: v for k, v in _leaves(torch.load(path, map_location="cpu", weights_only=False))
-            if isinstance(v, torch.Tensor)}
-
-
 def assert_same_weights(a: str, b: str) -> None:
-    import torch
-
-    ta, tb = tensors(a), tensors(b)
-    assert ta and set(ta) == set(tb), (a, b)
-    different = [k for k in ta if not torch.equal(ta[k], tb[k])]
-    assert not different, f"{a} vs {b}: tensors differ: {different[:5]}"
+    assert weights_hash(a) == weights_hash(b), f"{a} vs {b}: weights differ"
 
 
 def task_runs(client: Any, flow_run_id: UUID) -> dict[str, Any]:
@@ -138,18 +127,6 @@ def task_runs(client: Any, flow_run_id: UUID) -> dict[str, Any]:
 
     runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
     return {tr.name: tr for tr in runs}
-
-
-def wait_for(what: str, probe: Callable[[], Any], timeout_s: float = 30.0, every_s: float = 0.5) -> Any:
-    """The server records task runs from the client's events: poll until they have landed."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
-        time.sleep(every_s)
 
 
 def finished_task(client: Any, flow_run_id: UUID, name: str) -> Callable[[], Any]:

@@ -19,10 +19,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 from uuid import UUID
 
 import pytest
+
+from prefect_server import wait_for  # tests/flows is on sys.path (conftest.py)
 
 ROOT = Path(__file__).resolve().parents[2]
 STEMFORGE = str(Path(sys.executable).parent / "stemforge")
@@ -43,17 +45,6 @@ def client(prefect_server: Any) -> Iterator[Any]:
     with temporary_settings({PREFECT_API_URL: prefect_server.api_url}):
         with get_client(sync_client=True) as c:
             yield c
-
-
-def wait_for(what: str, probe: Callable[[], Any], timeout_s: float, every_s: float = 1.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
-        time.sleep(every_s)
 
 
 def runs_of(client: Any, deployment_id: UUID, state: str | None = None) -> list[Any]:
