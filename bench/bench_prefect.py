@@ -59,7 +59,7 @@ def direct_cycle(cfg: Any, out_root: Path, name: str) -> dict[str, Any]:
         synthetic = steps.synthetic(ctx, corpus)
         separator0, scorers = _bootstrap(ctx, corpus, synthetic)
         clap = scorers["clap"] if cfg.engine.separator_queries == "run_clap" else None
-        evals = [steps.evaluate(ctx, "0", separator0["checkpoint"], corpus, synthetic)]
+        evals = [steps.evaluate(ctx, "0", separator0, corpus, synthetic, scorers)]
         filters = {0: steps.pseudo_label_and_filter(ctx, 0, corpus, separator0, scorers)}
         results: dict[str, Any] = {"corpus": corpus, "synthetic": synthetic, "scorers": scorers,
                                    "separators": [separator0], "evals": evals, "filters": filters, "controls": {},
@@ -82,8 +82,8 @@ def direct_cycle(cfg: Any, out_root: Path, name: str) -> dict[str, Any]:
                 if cfg.engine.control:
                     ctl = ctl_future.result() if ctl_future is not None else steps.control(ctx, k, synthetic,
                                                                                             previous, clap)
-            ev = steps.evaluate(ctx, str(k), separator["checkpoint"], corpus, synthetic)
-            cev = None if ctl is None else steps.evaluate(ctx, f"control_{k}", ctl["checkpoint"], corpus, synthetic)
+            ev = steps.evaluate(ctx, str(k), separator, corpus, synthetic, scorers)
+            cev = None if ctl is None else steps.evaluate(ctx, f"control_{k}", ctl, corpus, synthetic, scorers)
             filt = steps.pseudo_label_and_filter(ctx, k, corpus, separator, scorers) if pseudo_label else None
             results["separators"].append(separator)
             results["evals"].append(ev)

@@ -21,6 +21,23 @@ class RayConfig(Section):
     temp_dir: str | None = Field(None, description="local only: Ray's session/log directory (null = Ray's default)")
 
 
+class FinalConfig(Section):
+    """The final separator and judge trained after the relabel cycle stops (`train_final`, `stemforge train final`).
+
+    The final separator trains on synthetic + the kept tiers of the last pseudo-labelling (the same mixing ratios
+    as a retrain) for `steps` optimiser steps: fine-tuned from the cycle's last separator when `preset` is that
+    separator's preset (`same`), from scratch otherwise (`clapsep` needs separator.clap_checkpoint; a GPU for a useful
+    budget). The judge is fine-tuned from the run's judge on human ratings when `judge_ratings` names a table
+    (Parquet/CSV: mixture, output, text, overall, recall, precision, faithfulness), else on PROXY ratings (labelled
+    as such in the release's model card)."""
+
+    enabled: bool = Field(True, description="stemforge run trains the final separator and judge after the cycle")
+    preset: Literal["same", "tiny", "clapsep"] = Field("same", description="final separator preset")
+    steps: int = Field(400, ge=1, description="final separator budget in optimiser steps")
+    judge_steps: int = Field(200, ge=0, description="judge fine-tuning steps on ratings")
+    judge_ratings: str | None = Field(None, description="human ratings table for the judge (null: proxy ratings)")
+
+
 class EngineConfig(Section):
     """Execution backend selection and the end-to-end job's step budget.
 
@@ -68,4 +85,7 @@ class EngineConfig(Section):
                                    "the scorers train one after another")
     control: bool = Field(False, description="train a compute-matched control beside every retrain (same init, same "
                           "steps, synthetic only): the engine's gain is measured over it (on by default in the demo)")
+    final: FinalConfig = Field(default_factory=FinalConfig)
+    review_per_filter: int = Field(3, ge=0, description="kept and dropped candidates with players per filter on the "
+                                   "run's review page (runs/<name>/review/index.html); 0 = no review page")
     final_pseudo_label: bool = Field(True, description="also pseudo-label with the last separator (measures its Re-SDR; no retrain)")

@@ -6,6 +6,7 @@ functions in this process and writes the same bytes.
 """
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any, Callable
@@ -58,13 +59,85 @@ def build_demo_corpus(out_dir: str | Path, demo_cfg: Any, seed: int, sample_rate
                          runner=demo_runner(executor, workers))
 
 
+def import_dataset(layout: str, root: str | Path, out_dir: str | Path, cfg: Any, ontology: str | None = None,
+                   limit: int | None = None, import_cfg: Any = None, progress: Callable[[int], None] | None = None) -> Any:
+    """Import a dataset root into manifests under `out_dir` (the code of `stemforge corpus import` and of a run given
+    `corpus.data.root`): every clip validated, deduplicated by content, bad files quarantined with their reason.
+    Returns the `ImportReport`; raises `LayoutError` / `OntologyError` naming the folder or file it expected."""
+    from pipelines.corpus.importers import import_reader
+    from pipelines.corpus.layouts import open_layout
+
+    icfg = import_cfg or cfg.corpus.importer
+    reader = open_layout(layout, root, icfg, ontology, cfg.run.seed)
+    return import_reader(reader, out_dir, root=root, audio_cfg=cfg.audio, import_cfg=icfg, seed=cfg.run.seed,
+                         limit=limit, progress=progress)
+
+
+def _manifest_dir(corpus_dir: Path, name: str) -> str | None:
+    d = corpus_dir / "manifests" / name
+    return str(d) if d.is_dir() and any(d.glob("*.parquet")) else None
+
+
+def user_corpus(ws: Workspace, cfg: Any, source: Any, where: str, import_cfg: Any = None) -> tuple[Path, dict[str, Any]]:
+    """(corpus folder, import summary) of a `corpus.data` / `corpus.eval` source: an imported folder as it is, or
+    `root` imported into the run directory's `<where>/` (resumable: a re-import dedupes what is there)."""
+    from engine.workspace import RunError
+    from pipelines.corpus.importers import LayoutError
+    from pipelines.corpus.ontology import OntologyError
+
+    if source.path is not None:
+        folder = Path(source.path).expanduser().absolute()
+        if not (folder / "manifests").is_dir():
+            raise RunError(f"{folder}: not an imported corpus (expected {folder / 'manifests'}/ written by "
+                           f"`stemforge corpus import --out {folder}`)")
+        report = folder / "import_report.json"
+        return folder, (json.loads(report.read_text()) if report.is_file() else {})
+    folder = ws.path(where)
+    try:
+        rep = import_dataset(source.layout, source.root, folder, cfg, source.ontology, source.limit, import_cfg)
+    except (LayoutError, OntologyError) as exc:
+        raise RunError(f"corpus.{'data' if where == 'corpus' else 'eval'}: {exc}") from exc
+    if rep.imported == 0 and rep.duplicate == 0:
+        raise RunError(f"corpus.{'data' if where == 'corpus' else 'eval'}: no usable clip under {source.root} "
+                       f"({rep.quarantined} quarantined; see {folder / 'import_report.json'})")
+    return folder, rep.to_dict()
+
+
 def step_corpus(ws: Workspace, cfg: Any) -> dict[str, Any]:
-    """Generate the embedded demo corpus under `corpus/` (resumable inside generate_demo)."""
-    out = ws.path("corpus")
-    with executor_session(cfg) as executor:
-        summary = build_demo_corpus(out, cfg.corpus.demo, cfg.run.seed, cfg.audio.sample_rate, executor=executor)
-    return {"dir": str(out), "sources": str(out / "manifests" / "sources"), "scenes": str(out / "manifests" / "scenes"),
-            "audit": str(out / "manifests" / "audit"), "summary": {k: summary[k] for k in summary if k in ("counts", "hours")}}
+    """The run's corpus: the embedded demo generated under `corpus/`, or the user's imported manifests
+    (`corpus.kind: manifests`). Returns the manifest folders every later step reads: `sources` (clean clips),
+    `scenes` (natural scenes to pseudo-label), `audit` (their stems, or None), and `eval_scenes` / `eval_audit`
+    (the natural evaluation set: `corpus.eval`, else the data corpus's own scenes)."""
+    from engine.workspace import RunError
+
+    if cfg.corpus.kind == "demo":
+        out = ws.path("corpus")
+        with executor_session(cfg) as executor:
+            summary = build_demo_corpus(out, cfg.corpus.demo, cfg.run.seed, cfg.audio.sample_rate, executor=executor)
+        man = out / "manifests"
+        return {"kind": "demo", "dir": str(out), "sources": str(man / "sources"), "scenes": str(man / "scenes"),
+                "audit": str(man / "audit"), "eval_scenes": str(man / "scenes"), "eval_audit": str(man / "audit"),
+                "summary": {k: summary[k] for k in summary if k in ("counts", "hours")}}
+    folder, data_report = user_corpus(ws, cfg, cfg.corpus.data, "corpus")
+    sources = _manifest_dir(folder, "sources")
+    if sources is None:
+        raise RunError(f"{folder}: no clean source clips (manifests/sources is empty): synthetic mixtures need "
+                       f"single-label clips")
+    out = {"kind": "manifests", "dir": str(folder), "sources": sources, "scenes": _manifest_dir(folder, "scenes"),
+           "audit": _manifest_dir(folder, "audit"), "summary": {"data": data_report.get("manifest_totals", {})}}
+    if cfg.corpus.eval is not None:
+        # an evaluation set the run imports itself is split half validation (stop rule), half test (report)
+        icfg = cfg.corpus.importer.model_copy(update={"val_fraction": 0.5, "test_fraction": 0.5, "stems_split": "hash"})
+        efolder, eval_report = user_corpus(ws, cfg, cfg.corpus.eval, "eval", icfg)
+        out["eval_dir"] = str(efolder)
+        out["eval_scenes"], out["eval_audit"] = _manifest_dir(efolder, "scenes"), _manifest_dir(efolder, "audit")
+        out["summary"]["eval"] = eval_report.get("manifest_totals", {})
+        if out["eval_scenes"] is None or out["eval_audit"] is None:
+            raise RunError(f"corpus.eval {efolder}: no mixtures with stems (expected manifests/scenes and "
+                           f"manifests/audit, written by `stemforge corpus import --layout stems`)")
+    else:
+        out["eval_scenes"], out["eval_audit"] = out["scenes"], out["audit"]
+    return out
 
 
 def synthetic_jobs(ws: Workspace, cfg: Any, sources: str) -> list[Any]:

@@ -18,7 +18,7 @@ import numpy as np
 from engine.data_steps import scene_rows
 from engine.executors import RunSummary, StageSpec, Task, build_executor
 from engine.resources import plan_resources
-from engine.sinks import CandidatesSink, read_kept_audio
+from engine.sinks import CandidatesSink, TableSink, read_kept_audio
 from engine.workspace import Workspace
 from pipelines.filters import DECISION_STAGES, FINAL_DECISION, all_rules
 from pipelines.filters.rules import rejection_counts
@@ -61,9 +61,20 @@ def labelled_splits(cfg: Any) -> list[str]:
     return splits
 
 
-def scene_tasks(cfg: Any, corpus: dict[str, Any]) -> list[Task]:
-    """The labelled splits' scenes in stable `scenes-NNNNN` tasks of `engine.rows_per_batch` scenes."""
-    rows = scene_rows(corpus["scenes"], labelled_splits(cfg))
+def scenes_manifest(corpus: dict[str, Any]) -> str:
+    """The natural scenes the engine pseudo-labels (a clear error for a corpus without any)."""
+    from engine.workspace import RunError
+
+    if not corpus.get("scenes"):
+        raise RunError(f"{corpus.get('dir')}: the corpus has no natural scenes (manifests/scenes): the relabel cycle "
+                       f"pseudo-labels multi-label clips; import some (e.g. --layout fsd50k) or run build_dataset only")
+    return corpus["scenes"]
+
+
+def scene_tasks(cfg: Any, corpus: dict[str, Any], splits: list[str] | None = None) -> list[Task]:
+    """The scenes of `splits` (default: the labelled splits) in stable `scenes-NNNNN` tasks of
+    `engine.rows_per_batch` scenes."""
+    rows = scene_rows(scenes_manifest(corpus), labelled_splits(cfg) if splits is None else splits)
     size = cfg.engine.rows_per_batch
     tasks = []
     for b in range(0, len(rows), size):
@@ -79,13 +90,54 @@ def candidates_sink(ws: Workspace, iteration: int) -> CandidatesSink:
 
 
 def run_candidates(ws: Workspace, cfg: Any, iteration: int, corpus: dict[str, Any], separator: dict[str, Any],
-                   scorers: dict[str, dict[str, Any]]) -> tuple[RunSummary, CandidatesSink]:
-    """Pseudo-label, score and decide every scene into the iteration's candidates sink (resumable per task key)."""
-    sink = candidates_sink(ws, iteration)
+                   scorers: dict[str, dict[str, Any]], splits: list[str] | None = None,
+                   sink: TableSink | None = None) -> tuple[RunSummary, TableSink]:
+    """Pseudo-label, score and decide every scene of `splits` (default: the labelled splits) into a candidates sink
+    (default: the iteration's; resumable per task key)."""
+    sink = sink or candidates_sink(ws, iteration)
     with build_executor(cfg.engine) as executor:
         specs = plan_resources(cfg, filter_specs(cfg, corpus, separator, scorers), executor.gpus_available())
-        summary = executor.run(specs, scene_tasks(cfg, corpus), sink)
+        summary = executor.run(specs, scene_tasks(cfg, corpus, splits), sink)
     return summary, sink
+
+
+def label_free_figures(cands: dict[str, Any]) -> dict[str, Any]:
+    """What can be said of a separator on natural scenes without stems: its pseudo-labels' remix consistency
+    (per scene: Re-SDR distribution, share above 10 / 15 dB) and the scorers' agreement (CLAP target, judge)."""
+    re_by_scene: dict[str, float] = {}
+    for sid, re in zip(cands.get("scene_id", []), cands.get("re_sdr_db", [])):
+        re_by_scene[sid] = float(re)
+    re_vals = np.array(list(re_by_scene.values()), dtype=np.float64)
+    re_vals = re_vals[np.isfinite(re_vals)]
+
+    def mean(col: str) -> float | None:
+        v = np.asarray(cands.get(col, []), dtype=np.float64)
+        v = v[np.isfinite(v)]
+        return round(float(v.mean()), 3) if v.size else None
+
+    q = (lambda p: round(float(np.percentile(re_vals, p)), 3)) if re_vals.size else (lambda p: None)
+    return {"true_sdr": "unavailable: no ground-truth stems for these scenes", "scenes": int(re_vals.size),
+            "candidates": len(cands.get("candidate_id", [])),
+            "re_sdr_mean_db": round(float(re_vals.mean()), 3) if re_vals.size else None,
+            "re_sdr_quantiles_db": {"p10": q(10), "p50": q(50), "p90": q(90)},
+            "prop_re_sdr_gt10": round(float(np.mean(re_vals > 10.0)), 4) if re_vals.size else None,
+            "prop_re_sdr_gt15": round(float(np.mean(re_vals > 15.0)), 4) if re_vals.size else None,
+            "clap_target_mean": mean("clap_target"), "judge_overall_mean": mean("judge_overall"),
+            "kept": int(np.asarray(cands.get("keep", []), dtype=bool).sum())}
+
+
+def label_free_evaluation(ws: Workspace, cfg: Any, label: str, corpus: dict[str, Any], checkpoint: str,
+                          checkpoint_hash: str, scorers: dict[str, dict[str, Any]], split: str) -> dict[str, Any]:
+    """Label-free natural evaluation of one separator on the held-out scenes of `split` (no stems anywhere): the
+    same pseudo-label + scoring chain as the filter step, into `eval/<label>/<split>/` (never tiered)."""
+    from pipelines.filters.table import read_candidates
+
+    if not scene_rows(scenes_manifest(corpus), [split]):
+        return {"true_sdr": "unavailable: no ground-truth stems", "scenes": 0, "split": split}
+    sink = TableSink(str(ws.path("eval", label, split)))
+    run_candidates(ws, cfg, -1, corpus, {"checkpoint": checkpoint, "checkpoint_hash": checkpoint_hash}, scorers,
+                   splits=[split], sink=sink)
+    return {**label_free_figures(read_candidates(sink.table_dir)), "split": split}
 
 
 def thresholds_of(cfg: Any) -> dict[str, Any]:
@@ -106,7 +158,7 @@ def step_filter(ws: Workspace, cfg: Any, iteration: int, corpus: dict[str, Any],
     keep = np.asarray(cands.get("keep", np.zeros(0, bool)), dtype=bool)
     tiers = np.asarray(cands.get("tier", []), dtype=object)
     dur = np.asarray(cands.get("duration_s", np.zeros(0)), dtype=np.float64)
-    split_of = {r["clip_id"]: r["split"] for r in scene_rows(corpus["scenes"], labelled_splits(cfg))}
+    split_of = {r["clip_id"]: r["split"] for r in scene_rows(scenes_manifest(corpus), labelled_splits(cfg))}
     training = set(cfg.engine.pseudo_label_splits)
     keep = keep & np.array([split_of.get(s) in training for s in cands.get("scene_id", [])], dtype=bool)  # tiered
     kept_itt = keep & in_tier(tiers, "itt") if n else keep
@@ -117,7 +169,7 @@ def step_filter(ws: Workspace, cfg: Any, iteration: int, corpus: dict[str, Any],
         if split_of.get(sid) in training:
             scenes[sid] = float(re)
     re_vals = np.array(list(scenes.values()), dtype=np.float64)
-    train_rows = [r for r in scene_rows(corpus["scenes"], list(training))]
+    train_rows = [r for r in scene_rows(scenes_manifest(corpus), list(training))]
     scene_count = len(train_rows)
     stats = {
         "iteration": iteration,
@@ -179,7 +231,7 @@ def step_tiers(ws: Workspace, cfg: Any, iteration: int, corpus: dict[str, Any], 
     table = read_table_parts(sink.table_dir)
     rows = table.to_pylist() if table.num_columns else []
     audio = read_kept_audio(sink.root)
-    training = {r["clip_id"] for r in scene_rows(corpus["scenes"], list(cfg.engine.pseudo_label_splits))}
+    training = {r["clip_id"] for r in scene_rows(scenes_manifest(corpus), list(cfg.engine.pseudo_label_splits))}
     rows = [r for r in rows if r["scene_id"] in training]  # validation scenes are scored for the stop rule, never trained on
     versions = {"separator": separator["checkpoint_hash"], **{k: v["checkpoint_hash"] for k, v in scorers.items()}}
     out: dict[str, Any] = {}

@@ -1,9 +1,14 @@
 """Which failures are worth retrying: transient ones (a lost Ray worker or node, an I/O error on storage) are;
 a configuration error or unusable input is not: it fails the same way every time, so a retry only hides it.
+Nor is a full disk or an exceeded quota (ENOSPC, EDQUOT; `storage.errors.DiskFullError`): the write fails again
+until someone frees space, so retries would only delay the error: the run stops naming the file, and running it
+again after freeing space resumes from the last commit.
 
 The flows' tasks retry through `is_transient` (flows/tasks.py); Ray's own retries cover lost workers inside a step.
 """
 from __future__ import annotations
+
+from storage.errors import DISK_FULL_ERRNOS
 
 # OSErrors that name a wrong path or permission: the same on every attempt
 _PERMANENT_OS = (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError, FileExistsError)
@@ -27,8 +32,12 @@ def is_transient(exc: BaseException) -> bool:
         seen.add(id(exc))
         if isinstance(exc, _ray_transient()):
             return True
-        if isinstance(exc, OSError) and not isinstance(exc, _PERMANENT_OS):
-            return True
         cause = getattr(exc, "cause", None)  # ray.exceptions.RayTaskError keeps the task's own exception here
-        exc = cause if isinstance(cause, BaseException) else exc.__cause__
+        # ... and `as_instanceof_cause` (how ray.get raises it) makes it an instance of that exception's class, but
+        # without its errno: judge such a wrapper by the exception it carries
+        wrapper = isinstance(cause, BaseException)
+        if (isinstance(exc, OSError) and not wrapper and not isinstance(exc, _PERMANENT_OS)
+                and exc.errno not in DISK_FULL_ERRNOS):
+            return True
+        exc = cause if wrapper else exc.__cause__
     return False

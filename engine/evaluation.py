@@ -14,6 +14,9 @@ prompt-wording mismatch; the same for both callers):
 - Synthetic shard tuples: each tuple's own stored query (positive / negative text in its query mode);
   `silent_target` tuples are absent-class queries, and every present tuple is queried once more with a class absent
   from its mixture, worded by `phrase_for` as the training's silence augmentation words it.
+- Labels: matched and de-duplicated by `models.labels.slug` (scene labels against audit-stem labels), and every
+  text goes through the `Separator`'s `canonical_query` before encoding, as in `stemforge separate` and
+  pseudo-labelling: one rule for every entry point (models/labels.py).
 """
 from __future__ import annotations
 
@@ -22,14 +25,17 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import numpy as np
+import pyarrow.parquet as pq
 
 from engine.data_steps import audit_stems, scene_rows
+from models.labels import slug, unique_labels
 from models.separator.evaluate import TestItem, evaluate, format_table, items_from_shards
 from pipelines.mixing.prompts import phrase_for, query_text
 from storage.audio import AudioConfig, load_audio
 
 QUERY_POLICY = ("natural: positive = phrase_for(label), negative = phrases of the scene's other labels; "
-                "synthetic: each tuple's stored query, absent-class queries worded by phrase_for")
+                "synthetic: each tuple's stored query, absent-class queries worded by phrase_for; "
+                "label-like texts encoded as their label's phrase (models.labels.canonical_query)")
 
 # the figures of `evaluate_checkpoint` that every iteration of the run's report.json carries
 REPORT_KEYS = ("sdri_db", "si_sdri_db", "sdri_ci95_db", "silent_baseline_sdri_db", "silent_share", "silence_sdr_db",
@@ -39,24 +45,54 @@ REPORT_KEYS = ("sdri_db", "si_sdri_db", "sdri_ci95_db", "silent_baseline_sdri_db
 
 def natural_manifests(path: str | Path) -> tuple[str, str]:
     """(scene manifest, audit manifest) from a corpus dir (holding manifests/scenes) or a scene manifest dir; the
-    audit manifest is its sibling `audit/`."""
+    audit manifest is its sibling `audit/`. Raises FileNotFoundError naming what was expected where: a corpus dir
+    without scenes (a sources-only import), a manifest that is not a scene manifest, scenes without audit stems."""
+    from storage.manifests import schema_name
+
     p = Path(path)
-    scenes = p / "manifests" / "scenes" if (p / "manifests" / "scenes").is_dir() else p
+    if (p / "manifests").is_dir():
+        scenes = p / "manifests" / "scenes"
+        if not scenes.is_dir():
+            found = sorted(x.name for x in (p / "manifests").iterdir() if x.is_dir())
+            hint = (" (a sources-only import: clean clips have no scenes to evaluate on; render test tuples from them "
+                    "with `stemforge mix --split test` and pass that shard dir to --test)") if "sources" in found else ""
+            raise FileNotFoundError(f"{p}: no natural-scene manifest: expected {scenes}/ (written by `stemforge corpus "
+                                    f"demo`, or by `corpus import` for scenes), found manifests/ with "
+                                    f"{', '.join(found) or 'nothing'}{hint}")
+    else:
+        scenes = p
+        parts = sorted(p.glob("part-*.parquet"))
+        kind = schema_name(pq.read_schema(parts[0])) if parts else None
+        if kind != "natural_scene":
+            raise FileNotFoundError(f"{p}: expected a natural-scene manifest (or a corpus dir holding "
+                                    f"manifests/scenes/), found a {kind or 'unnamed'!s} manifest")
     audit = scenes.parent / "audit"
     if not audit.is_dir():
-        raise FileNotFoundError(f"{audit}: audit stem manifest not found next to the scene manifest {scenes}")
+        raise FileNotFoundError(f"{scenes}: no ground truth for these scenes: expected their audit-stem manifest at "
+                                f"{audit}/ (one row per scene and label with the stem file; `corpus demo` writes it, "
+                                f"an import of mixtures with their stems does too)")
     return str(scenes), str(audit)
 
 
 def natural_items(scenes_manifest: str, audit_manifest: str, split: str, sample_rate: int) -> Iterator[TestItem]:
-    """Present-target queries of the natural scenes of `split`, worded by the module's query policy."""
-    stems = audit_stems(audit_manifest)
+    """Present-target queries of the natural scenes of `split`, worded by the module's query policy.
+
+    Labels are matched by slug (`models.labels.slug`): a scene tagged `alarm clock` finds its `alarm_clock` stem,
+    and one label written twice is one query. A stem listed in the audit manifest whose file is missing is an
+    error naming the file, the scene and the manifest, raised before any separation."""
+    stems = {scene: {slug(lab): p for lab, p in by_label.items()} for scene, by_label in audit_stems(audit_manifest).items()}
+    rows = scene_rows(scenes_manifest, [split])
+    for row in rows:
+        for label, path in stems.get(row["clip_id"], {}).items():
+            if not Path(path).is_file():
+                raise FileNotFoundError(f"{path}: stem file of scene {row['clip_id']!r}, label {label!r} (listed in "
+                                        f"{audit_manifest}) does not exist")
     acfg = AudioConfig(sample_rate=sample_rate, allow_silent=True, min_duration_s=0.0)
-    for row in scene_rows(scenes_manifest, [split]):
-        labels = list(dict.fromkeys(row["event_labels"]))
+    for row in rows:
+        labels = unique_labels(row["event_labels"])
         mix = load_audio(row["path"], acfg)
         for label in labels:
-            path = stems.get(row["clip_id"], {}).get(label)
+            path = stems.get(row["clip_id"], {}).get(slug(label))
             if path is None:
                 continue
             target = load_audio(path, acfg)
@@ -148,7 +184,8 @@ def evaluate_checkpoint(checkpoint: str, cfg: Any, corpus: dict[str, Any], synth
     from models.separator.infer import Separator
 
     sep = Separator.load(checkpoint, cfg.engine.device)
-    result = evaluate_separator(sep, [synthetic_test_dir] if synthetic_test_dir else [], [(corpus["scenes"], corpus["audit"])],
+    natural = [(corpus["scenes"], corpus["audit"])] if corpus.get("scenes") and corpus.get("audit") else []  # no stems: none
+    result = evaluate_separator(sep, [synthetic_test_dir] if synthetic_test_dir else [], natural,
                                 split or cfg.engine.natural_eval_split, seed=cfg.run.seed,
                                 max_synthetic_items=cfg.engine.eval_max_items, absent_queries=True)
     return summarize(result)

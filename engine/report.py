@@ -150,6 +150,10 @@ def table9_rows(report_out: dict[str, Any]) -> list[dict[str, Any]]:
             for r in report_out["iterations"] if r.get("candidates") is not None]
 
 
+LABEL_FREE_KEYS = ("scenes", "candidates", "re_sdr_mean_db", "prop_re_sdr_gt10", "prop_re_sdr_gt15",
+                   "clap_target_mean", "judge_overall_mean")
+
+
 def _gain(g: dict[str, Any] | None) -> str:
     if not g or g.get("gain_db") is None:
         return "n/a"
@@ -194,6 +198,13 @@ def write_report(root: Path, report: dict[str, Any], last_table: dict[str, np.nd
           _table(its, [k for k in ITERATION_KEYS if k not in ("separator_checkpoint", "rejections")]),
           "\n### Rejections per iteration (a candidate failing two filters counts under both)\n",
           _table(its, ["iteration", "rejections"])]
+    free = [{"iteration": r["iteration"], **{k: (r.get("label_free") or {}).get(k) for k in LABEL_FREE_KEYS}}
+            for r in its if r.get("label_free")]
+    if free:
+        md += ["\n## Natural scenes without stems: label-free figures\n",
+               "**True SDR is unavailable**: the natural scenes of this corpus have no ground-truth stems (give "
+               "`corpus.eval` a `stems` import to measure it). Per separator, on the held-out scenes: its pseudo-labels' "
+               "remix consistency (per-scene Re-SDR) and the scorers' agreement.\n\n", _table(free, ["iteration", *LABEL_FREE_KEYS])]
     if any(r.get("natural_sdri_ci95_db") is not None or r.get("sdri_ci95_db") is not None for r in its):
         md += ["\n## Evaluation beside SDRi (natural: held-out scenes vs audit stems; plain: synthetic tuples)\n",
                "`*_ci95_db`: 95 % percentile-bootstrap interval of the mean; `*silent_baseline_sdri_db`: the SDRi an "

@@ -86,8 +86,10 @@ def _yaml_scalar(value: Any) -> str:
 # else is part of the run's identity (`work_hash`).
 EXECUTION_KEYS: dict[str, tuple[str, ...]] = {
     "run": ("name", "out_root", "max_iterations", "min_iterations", "min_gain_db"),
+    # engine.final: the final stage comes after the cycle; its steps re-run when it changes (engine/steps.py)
     "engine": ("backend", "ray", "device", "batch_sizes", "actor_cpus", "actor_gpus", "task_cpus", "replicas",
-               "max_retries", "train_use_gpu", "train_max_failures", "parallel_scorers", "allow_config_change"),
+               "max_retries", "train_use_gpu", "train_max_failures", "parallel_scorers", "allow_config_change", "final",
+               "review_per_filter"),
     "corpus.demo": ("workers",),
     "mixing": ("cache_clips", "tune_allocator", "encode_threads"),
     "clap": ("device", "batch_size"), "judge": ("device", "batch_size"), "pc": ("device", "batch_size"),

@@ -10,7 +10,8 @@ the flows' cache keys are built from those, the step's inputs and the code versi
 
 Step names (markers): corpus, synthetic, scorer_{clap,judge,pc}, separator_0, filter_K, tiers_K, separator_K
 (retrain from K-1 on synthetic + tiers of K-1), control_K (same init and steps, synthetic only), evaluate_K /
-evaluate_control_K (test split: report only; validation split: the stop rule).
+evaluate_control_K (test split: report only; validation split: the stop rule); after the cycle (train_final):
+final_separator, final_judge, evaluate_final, release (engine/final.py).
 """
 from __future__ import annotations
 
@@ -44,7 +45,13 @@ STEP_SECTIONS: list[tuple[str, tuple[str, ...]]] = [
     (r"filter_\d+", ("audio", "pseudo_label", "filters", "engine.rows_per_batch", "engine.pseudo_label_splits",
                      "run.stop_metric", "run.stop_split")),
     (r"tiers_\d+", ("audio", "shards", "filters", "engine.pseudo_label_splits")),
-    (r"evaluate(_control)?_\d+", ("run.seed", "engine.eval_max_items", "engine.natural_eval_split", "run.stop_split")),
+    # pseudo_label/filters/audio: the label-free natural evaluation (no stems) runs the pseudo-label + scoring chain
+    (r"final_separator", ("run.seed", "audio", "separator", "engine.final", "engine.train_workers",
+                          "engine.retrain_ratios", "engine.itt_max_others", "engine.separator_queries")),
+    (r"final_judge", ("run.seed", "audio", "judge", "engine.final", "engine.scorer_steps")),
+    (r"release", ("engine.final",)),
+    (r"evaluate(_control)?_(\d+|final)", ("run.seed", "audio", "engine.eval_max_items", "engine.natural_eval_split",
+                                   "run.stop_split", "pseudo_label", "filters")),
 ]
 
 
@@ -227,25 +234,46 @@ def control(ctx: RunContext, k: int, synthetic_out: dict[str, Any], init: dict[s
         lineage={"iteration": k, "data": "synthetic", "control_of": f"separator_{k}"}), "weights": {"synthetic": 1.0}})
 
 
-def evaluate(ctx: RunContext, label: str, checkpoint: str, corpus_out: dict[str, Any],
-             synthetic_out: dict[str, Any]) -> dict[str, Any]:
+def natural_eval_set(corpus_out: dict[str, Any]) -> dict[str, Any]:
+    """The natural evaluation set of a run: `corpus.eval` (stems import), else the data corpus's own scenes; its
+    `audit` is None when no stems exist (then the evaluation is label-free)."""
+    return {"scenes": corpus_out.get("eval_scenes", corpus_out.get("scenes")),
+            "audit": corpus_out.get("eval_audit", corpus_out.get("audit")), "dir": corpus_out.get("dir")}
+
+
+def evaluate(ctx: RunContext, label: str, separator: dict[str, Any], corpus_out: dict[str, Any],
+             synthetic_out: dict[str, Any], scorers: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """evaluate_<label>: the one evaluator (engine/evaluation.py) on the test split (synthetic tuples + natural
-    scenes: reported) and on the stop rule's validation scenes (natural only: `val`)."""
+    scenes: reported) and on the stop rule's validation scenes (natural only: `val`). Natural scenes without stems
+    get the label-free figures instead (engine_steps.label_free_evaluation); true SDR is then reported as
+    unavailable, never as a number."""
+    from engine.engine_steps import label_free_evaluation
     from engine.evaluation import evaluate_checkpoint
 
     cfg = ctx.cfg
+    natural = natural_eval_set(corpus_out)
+    checkpoint = separator["checkpoint"]
 
     def run() -> dict[str, Any]:
-        test = evaluate_checkpoint(checkpoint, cfg, corpus_out, synthetic_out["dirs"]["test"])
+        if natural["audit"] is None:
+            test = evaluate_checkpoint(checkpoint, cfg, {**natural, "audit": None}, synthetic_out["dirs"]["test"])
+            free = {split: label_free_evaluation(ctx.ws, cfg, label, corpus_out, checkpoint, separator["checkpoint_hash"],
+                                                 scorers, split) for split in (cfg.engine.natural_eval_split, cfg.run.stop_split)}
+            return {**test, "natural_truth": False, "label_free": free[cfg.engine.natural_eval_split],
+                    "val": {"re_sdr_mean_db": free[cfg.run.stop_split].get("re_sdr_mean_db"),
+                            "label_free": free[cfg.run.stop_split]}}
+        test = evaluate_checkpoint(checkpoint, cfg, natural, synthetic_out["dirs"]["test"])
         try:
-            val = evaluate_checkpoint(checkpoint, cfg, corpus_out, None, split=cfg.run.stop_split)
+            val = evaluate_checkpoint(checkpoint, cfg, natural, None, split=cfg.run.stop_split)
         except ValueError as exc:  # no validation scenes with audit stems: the stop rule reads the label-free figure
             log.info("evaluate_%s: %s", label, exc)
             val = {}
         keep = ("natural_sdri_db", "natural_si_sdri_db", "natural_sdri_ci95_db", "natural_items", "natural_item_sdri",
                 "natural_silent_share")
-        return {**test, "val": {k: val.get(k) for k in keep}}
+        return {**test, "natural_truth": True, "val": {k: val.get(k) for k in keep}}
 
+    if label == "final":
+        return _final_step(ctx, "evaluate_final", run, "eval/final")
     return ctx.step(f"evaluate_{label}", run)
 
 
@@ -256,8 +284,12 @@ def stop_value(cfg: StemforgeConfig, evaluation: dict[str, Any], filter_out: dic
     sdri = (evaluation.get("val") or {}).get("natural_sdri_db")
     if metric == "natural_sdri" or (metric == "auto" and sdri is not None):
         return sdri
-    if metric == "re_sdr" and filter_out:
-        return (filter_out.get("re_sdr_mean_db_by_split") or {}).get(cfg.run.stop_split)
+    if metric in ("re_sdr", "auto"):
+        label_free = (evaluation.get("val") or {}).get("re_sdr_mean_db")  # no stems: the evaluation scored val
+        if label_free is not None:
+            return label_free
+        if filter_out:
+            return (filter_out.get("re_sdr_mean_db_by_split") or {}).get(cfg.run.stop_split)
     return None
 
 
@@ -278,6 +310,73 @@ def engine_vs_control(cfg: StemforgeConfig, engine_eval: dict[str, Any], control
     res = paired_ci(a or {}, b or {}, seed=cfg.run.seed)
     return {"n": res["n"], "gain_db": None if res["n"] == 0 else round(res["mean"], 3),
             "ci95_db": None if res["ci95"] is None else [round(float(x), 3) for x in res["ci95"]]}
+
+
+# ---- the final separator and judge -------------------------------------------------------------------------------
+
+def _final_step(ctx: RunContext, name: str, fn: Callable[[], dict[str, Any]], *dirs: str) -> dict[str, Any]:
+    """A final-stage step: `engine.final` is not part of the run's identity (changing it must not void the cycle),
+    so each final step records that section's hash and trains again, from a clean folder, when it changed."""
+    import shutil
+
+    from storage.configio import config_hash
+
+    want = config_hash(ctx.cfg.engine.final)
+    done = ctx.ws.done(name)
+    if done is not None and done["outputs"].get("final_config") != want:
+        log.info("%s: engine.final changed: training the final stage again", name)
+        ctx.ws.marker(name).unlink()
+        for d in dirs:
+            shutil.rmtree(ctx.root / d, ignore_errors=True)
+    return ctx.step(name, lambda: {**fn(), "final_config": want})
+
+
+def final_separator(ctx: RunContext, synthetic_out: dict[str, Any], corpus_out: dict[str, Any], last: dict[str, Any],
+                    tiers: dict[str, Any], clap: dict[str, Any] | None = None) -> dict[str, Any]:
+    """final_separator: `engine.final.steps` on synthetic + `tiers` (retrain ratios), fine-tuned from the cycle's
+    last separator (or from scratch for another preset, engine/final.py)."""
+    from engine.final import final_separator_config
+    from engine.model_steps import retrain_streams, retrain_weights, train_separator_step
+
+    cfg, from_last = final_separator_config(separator_config(ctx, clap))
+
+    def fit() -> dict[str, Any]:
+        weights = retrain_weights(cfg, tiers)
+        streams = partial(retrain_streams, cfg, synthetic_out["dirs"]["train"], tiers, corpus_out["sources"],
+                          cfg.run.seed + 7919)
+        init = last["checkpoint"] if from_last else None
+        out = train_separator_step(ctx.ws, cfg, "final_train", streams, synthetic_out["dirs"]["val"], cfg.engine.final.steps,
+                                   init=init, lineage={"final": True, "weights": weights,
+                                                       "tiers": {t: v["dir"] for t, v in tiers.items()}})
+        return {**out, "weights": weights, "preset": cfg.separator.preset,
+                "init": last["checkpoint_hash"] if from_last else None}
+
+    return _final_step(ctx, "final_separator", fit, "final_train", "final")
+
+
+def final_judge(ctx: RunContext, corpus_out: dict[str, Any], judge: dict[str, Any]) -> dict[str, Any]:
+    from engine.final import train_final_judge
+
+    return _final_step(ctx, "final_judge", lambda: train_final_judge(ctx.ws, ctx.cfg, judge, corpus_out["sources"]),
+                       "final_judge")
+
+
+def release(ctx: RunContext, report_out: dict[str, Any], separator: dict[str, Any], judge: dict[str, Any],
+            evaluation: dict[str, Any], last_evaluation: dict[str, Any], tiers: dict[str, Any],
+            synthetic_out: dict[str, Any], tiers_from: str) -> dict[str, Any]:
+    """release: `<run>/final/` with both checkpoints, the model card and the evaluation tables."""
+    from engine.final import write_release
+    from models.separator.evaluate import paired_ci
+
+    def write() -> dict[str, Any]:
+        res = paired_ci(evaluation.get("natural_item_sdri") or {}, last_evaluation.get("natural_item_sdri") or {},
+                        seed=ctx.cfg.run.seed)
+        gain = {"n": res["n"], "gain_db": None if res["n"] == 0 else round(res["mean"], 3),
+                "ci95_db": None if res["ci95"] is None else [round(float(x), 3) for x in res["ci95"]]}
+        return write_release(ctx.root, ctx.cfg, ctx.ws.config_hash, report_out, {**separator, "gain_vs_last": gain},
+                             judge, evaluation, tiers, synthetic_out, tiers_from)
+
+    return _final_step(ctx, "release", write, "final")
 
 
 # ---- the report --------------------------------------------------------------------------------------------------
@@ -309,7 +408,8 @@ def report(ctx: RunContext, results: dict[str, Any], total_seconds: float, sessi
                "val_natural_sdri_db": (ev.get("val") or {}).get("natural_sdri_db"),
                "val_natural_items": (ev.get("val") or {}).get("natural_items"),
                "stop_value": stop_value(cfg, ev, filters.get(k)),
-               "rejections": f.get("rejections", {}), "train_weights": sep.get("weights")}
+               "rejections": f.get("rejections", {}), "train_weights": sep.get("weights"),
+               "natural_truth": ev.get("natural_truth", True), "label_free": ev.get("label_free")}
         if k in control_evals:
             cev = control_evals[k]
             row["control_natural_sdri_db"] = cev.get("natural_sdri_db")
@@ -349,6 +449,21 @@ def report(ctx: RunContext, results: dict[str, Any], total_seconds: float, sessi
     }
     out["files"] = write_report(ctx.root, out, last_table)
     return out
+
+
+def review_page(ctx: RunContext) -> str | None:
+    """(Re)build the run's static review page `<run>/review/index.html` from what the run wrote (engine/review):
+    rebuilt on every invocation, like the report, so it always shows the run's current state. A page that cannot be
+    built is a warning, never a failed run (the run's results do not depend on it)."""
+    if ctx.cfg.engine.review_per_filter <= 0:
+        return None
+    from engine.review import ReviewError, build_review
+
+    try:
+        return str(build_review(ctx.root, per_filter=ctx.cfg.engine.review_per_filter, seed=ctx.cfg.run.seed))
+    except (ReviewError, OSError, ValueError) as exc:
+        log.warning("review page of %s not built: %s", ctx.root, exc)
+        return None
 
 
 _ACTIVE_SESSIONS: list[Any] = []  # the outermost backend session of this process first

@@ -17,11 +17,15 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("flows.cli_separator:evaluate", "Evaluate a separator on test mixtures."),
     "score": ("flows.cli_score:score", "Score shards with a scorer and write a Parquet table."),
     "run": ("flows.cli_run:run", "Run the whole data engine end to end (default: the embedded demo)."),
+    "pseudolabel": ("flows.cli_engine:pseudolabel", "Pseudo-label natural scenes with a separator (nothing dropped)."),
+    "filter": ("flows.cli_engine:filter_", "Pseudo-label, score and filter natural scenes: candidates table + decisions."),
+    "tiers": ("flows.cli_engine:tiers", "Write the kept candidates of a `stemforge filter` into ITT/SST shard stores."),
     "submit": ("flows.cli_jobs:submit", "Submit a stemforge command (e.g. run) as a job to a Ray cluster."),
     "jobs": ("flows.cli_jobs:jobs", "List, inspect, read the logs of and stop Ray jobs."),
     "deploy": ("flows.cli_flows:deploy", "Register a (scheduled) deployment of a stemforge flow on a Prefect server."),
     "serve": ("flows.cli_flows:serve", "Execute the runs of the stemforge deployments: the long-running service."),
     "flows": ("flows.cli_flows:flows_group", "List recent runs of the stemforge flows."),
+    "review": ("flows.cli_review:review", "Build a run's static review page: listen to what each filter kept and dropped."),
 }
 
 TRAIN_COMMANDS: dict[str, tuple[str, str]] = {
@@ -29,6 +33,7 @@ TRAIN_COMMANDS: dict[str, tuple[str, str]] = {
     "clap": ("flows.cli_clap:train_clap", "Train the in-project CLAP on a source manifest."),
     "judge": ("flows.cli_judge:train_judge", "Train the SAJ-style judge."),
     "pc": ("flows.cli_judge:train_pc", "Train the production-complexity estimator."),
+    "final": ("flows.cli_engine:train_final", "Train the final separator and judge of a finished run (its release)."),
 }
 
 
@@ -78,11 +83,17 @@ def train() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from storage.errors import DiskFullError
+
     try:
         cli.main(args=argv, prog_name="stemforge", standalone_mode=True)
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)
+    except DiskFullError as exc:  # ray.get raises RayTaskError(DiskFullError): print the task's own error
+        cause = getattr(exc, "cause", None)
+        click.echo(f"error: {cause if isinstance(cause, DiskFullError) else exc}", err=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -62,10 +62,11 @@ def demo(cfg: Any, out_dir: str, seed: int | None, workers: int | None) -> None:
 
 
 @corpus.command("import")
-@click.option("--layout", required=True, type=click.Choice(["esc50", "fsd50k", "audioset", "folders"]), help="Dataset layout of --root.")
+@click.option("--layout", required=True, type=click.Choice(["esc50", "fsd50k", "audioset", "folders", "stems"]), help="Dataset layout of --root.")
 @click.option("--root", "root", required=True, type=click.Path(exists=True, file_okay=False), help="Dataset root directory.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Corpus directory receiving manifests and import_report.json.")
-@click.option("--ontology", type=click.Path(exists=True, dir_okay=False), default=None, help="AudioSet ontology.json (default: ROOT/ontology.json).")
+@click.option("--ontology", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="AudioSet ontology.json (default: ROOT/ontology.json, else the one shipped with stemforge).")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Import at most this many clips (trial run).")
 @click.option("--seed", type=click.IntRange(min=0), default=None, help="Seed of the hash split for datasets without splits (default: run.seed).")
 @config_options
@@ -74,19 +75,32 @@ def import_(cfg: Any, layout: str, root: str, out_dir: str, ontology: str | None
 
     Single-label clips join the clean-source pool, multi-label clips the natural-scene pool. Audio is not
     copied; manifests point at the original files. Re-importing is idempotent. Exit code 3 when the layout is
-    not found or nothing usable was found.
+    not found (the message names the folder or file it expected) or nothing usable was found.
 
     \b
     Layouts (ROOT = --root):
       esc50     ROOT/meta/esc50.csv + ROOT/audio/; fold 5 -> test, fold 4 -> val
-      fsd50k    ROOT/ground_truth/dev.csv|eval.csv + ROOT/FSD50K.dev_audio|eval_audio/;
-                ancestor labels removed when ROOT/ontology.json (or --ontology) exists
-      audioset  ROOT/*segments*.csv + ontology.json; audio ROOT/audio/<YTID>_<start>.wav
-                (also <YTID>_<start>_<end>, <YTID>, optional "Y" prefix); parents of
-                other labels of a clip are removed
+      fsd50k    ROOT/ground_truth/dev.csv|eval.csv + ROOT/FSD50K.dev_audio|eval_audio/
+      audioset  ROOT/*segments*.csv; audio ROOT/audio/<YTID>_<start>.wav
+                (also <YTID>_<start>_<end>, <YTID>, optional "Y" prefix)
       folders   ROOT/<class>/... or ROOT/<train|val|test>/<class>/...
+      stems     evaluation mixtures with ground-truth stems, one folder each:
+                ROOT/<mixture>/mixture.<ext> (or mix.<ext>) plus one file per
+                source: <label>.<ext> (MUSDB-style vocals.wav, drums.wav, ...)
+                or stem_<label>.<ext>; optional ROOT/<train|val|test>/<mixture>/
+                (else split corpus.importer.stems_split, default test). Checked:
+                same rate and length; stems summing to the mixture within
+                corpus.importer.stems_sum_min_db (30 dB residual SDR) -> "sum",
+                else recorded "not_sum" (real recordings with bleed). Writes
+                manifests/scenes + manifests/audit, as the demo corpus does.
+
+    \b
+    fsd50k and audioset remove parent labels (Dog when Bark is there) with the
+    AudioSet ontology: --ontology, else ROOT/ontology.json, else the shipped
+    copy. Labels are stored as slugs (alarm_clock) in `labels`, with display
+    names in `label_names` and AudioSet MIDs in `label_mids`.
     """
-    from pipelines.corpus.importers import LayoutError, iter_limited, run_import
+    from pipelines.corpus.importers import LayoutError, import_reader
     from pipelines.corpus.layouts import open_layout
     from pipelines.corpus.ontology import OntologyError
     from storage.configio import write_resolved
@@ -100,11 +114,13 @@ def import_(cfg: Any, layout: str, root: str, out_dir: str, ontology: str | None
         fail(str(exc), EXIT_DATA)
     total = reader.total if limit is None or reader.total is None else min(limit, reader.total)
     with progress(total, f"import {layout}") as advance:
-        report = run_import(iter_limited(reader.candidates(), limit), out_dir, layout=layout, dataset=reader.dataset,
-                            root=root, audio_cfg=cfg.audio, import_cfg=icfg, seed=cfg.run.seed, progress=advance,
-                            parent_labels_removed=lambda: reader.parents_removed, notes=reader.notes)
+        report = import_reader(reader, out_dir, root=root, audio_cfg=cfg.audio, import_cfg=icfg, seed=cfg.run.seed,
+                               limit=limit, progress=advance)
     write_resolved(cfg, out_dir)
     if not is_quiet():
         click.echo(report.table(), err=True)
     if report.imported == 0 and report.duplicate == 0:
-        fail(f"no usable clip found under {root} ({report.quarantined} quarantined; see {Path(out_dir) / 'import_report.json'})", EXIT_DATA)
+        kinds = ", ".join(f"{k} {v}" for k, v in sorted(report.quarantined_by_kind.items()))
+        fail(f"no usable clip found under {Path(root).resolve()} ({report.quarantined} quarantined: {kinds or 'none'}; "
+             f"reasons per file in {Path(out_dir) / 'manifests' / 'quarantine'}, counts in {Path(out_dir) / 'import_report.json'})",
+             EXIT_DATA)

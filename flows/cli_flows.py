@@ -12,12 +12,12 @@ import click
 
 from flows.common import EXIT_FAILURE, EXIT_USAGE, config_options, fail
 
-FLOW_KEYS = ("build", "cycle", "run")
+FLOW_KEYS = ("build", "cycle", "final", "run")
 
 
 @click.command("deploy")
 @click.option("--flow", "flow_key", type=click.Choice(FLOW_KEYS), required=True,
-              help="build: corpus + synthetic shards; cycle: the relabel cycle; run: the whole engine.")
+              help="build: corpus + synthetic shards; cycle: the relabel cycle; final: the final separator and judge; run: the whole engine.")
 @click.option("--name", required=True, help="Deployment name (unique per flow; deploying it again updates it).")
 @click.option("--cron", default=None, metavar="EXPR",
               help='Cron schedule, e.g. "0 2 * * *" (02:00 every day); none: runs only when triggered.')

@@ -27,15 +27,20 @@ RECIPE_NAMES = ("triplets", "noisy_music", "noisy_speech", "noisy_sound", "promp
 @click.option("--scenes", type=click.Path(exists=True), default=None,
               help="natural_scene manifest: in-the-wild pool for noisy_sound's clean+wild and wild+wild pairings.")
 @click.option("--recipe", type=click.Choice(RECIPE_NAMES), default=None, help="Recipe (default: mixing.recipe).")
-@click.option("--num", type=click.IntRange(min=1), default=None, help="Number of tuples to render.")
+@click.option("--split", type=click.Choice(["train", "val", "test"]), default=None,
+              help="Manifest split the sources (and --scenes) are drawn from (default: mixing.split, train). Use the "
+                   "split the shards are for: validation tuples from val clips, test tuples from test clips.")
+@click.option("--num", type=click.IntRange(min=1), default=None,
+              help="Number of tuples to render: exactly this many (a tuple whose excerpt turns out silent is drawn "
+                   "again, up to mixing.max_redraws times); only tuples with unreadable sources are dropped, and listed.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None, help="Shard store directory (resumable).")
 @click.option("--seed", type=click.IntRange(min=0), default=None, help="Seed (default: run.seed).")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Shard groups rendered at once: Ray tasks in flight (engine.backend: ray; inprocess runs one).")
 @config_options
 @click.pass_context
-def mix(ctx: click.Context, cfg: Any, sources: str | None, stems_dir: str | None, scenes: str | None, recipe: str | None, num: int | None,
-        out_dir: str | None, seed: int | None, workers: int) -> None:
+def mix(ctx: click.Context, cfg: Any, sources: str | None, stems_dir: str | None, scenes: str | None, recipe: str | None,
+        split: str | None, num: int | None, out_dir: str | None, seed: int | None, workers: int) -> None:
     """Render N tuples with a recipe into a resumable WebDataset shard store.
 
     Same sources, config and seed give identical shards whatever --workers; re-running after a crash continues
@@ -57,6 +62,7 @@ def mix(ctx: click.Context, cfg: Any, sources: str | None, stems_dir: str | None
     from storage.shards.store import StoreError
 
     cfg = with_overrides(cfg, {**({"mixing.recipe": recipe} if recipe is not None else {}),
+                               **({"mixing.split": split} if split is not None else {}),
                                **({"run.seed": seed} if seed is not None else {})})
     assert num is not None and out_dir is not None
     spec = mix_factory_spec(cfg.mixing, cfg.run.seed, cfg.audio, sources=sources, stems_dir=stems_dir, scenes=scenes)
@@ -64,7 +70,8 @@ def mix(ctx: click.Context, cfg: Any, sources: str | None, stems_dir: str | None
         spec.build().stage.setup()  # fail fast on an unusable pool, before any file is written or Ray starts
     except PoolError as exc:
         fail(str(exc), EXIT_DATA)
-    meta = {"producer": "mix", "recipe": cfg.mixing.recipe, "seed": cfg.run.seed, "config_hash": config_hash(cfg.mixing),
+    meta = {"producer": "mix", "recipe": cfg.mixing.recipe, "split": cfg.mixing.split, "seed": cfg.run.seed,
+            "config_hash": config_hash(cfg.mixing),
             "sample_rate": cfg.audio.sample_rate, "sources": str(Path(sources or stems_dir).resolve()),
             "scenes": str(Path(scenes).resolve()) if scenes else None}
     start = time.perf_counter()
@@ -80,7 +87,7 @@ def mix(ctx: click.Context, cfg: Any, sources: str | None, stems_dir: str | None
     manifest = result.manifest
     write_resolved(cfg, out_dir)
     audio_s = manifest.get("hours", 0.0) * 3600.0
-    report = {"recipe": cfg.mixing.recipe, "seed": cfg.run.seed, "requested": num, "written": manifest.get("num_samples"),
+    report = {"recipe": cfg.mixing.recipe, "split": cfg.mixing.split, "seed": cfg.run.seed, "requested": num, "written": manifest.get("num_samples"),
               "dropped": manifest.get("num_dropped"), "shards": manifest.get("num_shards"), "seconds": round(elapsed, 3),
               "tuples_per_s": round(num / elapsed, 2) if elapsed > 0 else None,
               "x_realtime": round(audio_s / elapsed, 1) if elapsed > 0 else None, "executor": cfg.engine.backend,

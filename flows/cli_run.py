@@ -25,7 +25,8 @@ from flows.common import EXIT_DATA, EXIT_USAGE, config_options, fail
                    "it continues.")
 @config_options
 def run(cfg: Any, out_root: str | None, name: str | None, restart: bool, until: str | None) -> None:
-    """Run the data engine: corpus, synthetic shards, scorers, separator, then relabel iterations until they stop paying."""
+    """Run the data engine: corpus, synthetic shards, scorers, separator, then relabel iterations until they stop
+    paying, then the final separator and judge (engine.final; release in <out>/<name>/final/)."""
     from engine.workspace import RunError
     from flows.cycle import stemforge_run
     from storage.audio import AudioError
@@ -49,3 +50,9 @@ def run(cfg: Any, out_root: str | None, name: str | None, restart: bool, until: 
                                                      "candidates", "kept_itt", "kept_sst", "prop_re_sdr_gt15")}))
     click.echo(f"stopped: {report['headline']['stopped']['reason']}")
     click.echo(f"report: {report['files']['md']}")
+    if report["files"].get("review"):
+        click.echo(f"review: {report['files']['review']}")
+    if report.get("final"):
+        final = report["final"]
+        click.echo(json.dumps({"final": final["evaluation"], "judge_targets": final["judge_targets"]}))
+        click.echo(f"release: {final['dir']}")

@@ -128,7 +128,7 @@ def score(cfg: Any, scorer_name: str, shards: str, out_path: str, checkpoint: st
                 specs = plan_resources(cfg, score_specs(scorer_name, cfg, checkpoint), executor.gpus_available())
                 summary = executor.run(specs, shard_tasks(urls, limit), sink)
         except StageSetupError as exc:
-            # a corrupt or foreign checkpoint (each model family has its own CheckpointError) is bad input data;
+            # a corrupt, foreign or unsafe checkpoint (models/checkpoint_io.py CheckpointError) is bad input data;
             # a missing checkpoint setting or an unavailable backend is a usage problem
             fail(exc.message if exc.kind == "CheckpointError" else f"{scorer_name}: {exc.message}",
                  EXIT_DATA if exc.kind == "CheckpointError" else EXIT_USAGE)

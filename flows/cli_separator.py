@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
 import click
 
-from flows.common import EXIT_DATA, EXIT_USAGE, config_options, fail, log
+from flows.common import EXIT_DATA, EXIT_GATED, EXIT_USAGE, config_options, fail, log
 
 
 @click.command("separator")
@@ -79,24 +80,33 @@ def train_separator(cfg: Any, shards: tuple[str, ...], val_dirs: tuple[str, ...]
 @click.command("separate")
 @click.option("--separator", "ckpt", required=True, type=click.Path(exists=True, dir_okay=False), help="Separator checkpoint.")
 @click.option("--audio", "audio", required=True, type=click.Path(dir_okay=False), help="Input audio file (any length).")
-@click.option("--query", "query", default=None, help="What to extract, e.g. 'dog barking'.")
+@click.option("--query", "query", default=None,
+              help="What to extract: a label in any written form ('violin', 'Alarm_Clock') or free text ('a dog barking').")
 @click.option("--negative", "negative", default=None, help="What to remove (alone, or together with --query).")
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False), help="Output FLAC/WAV path for the estimate.")
 @click.option("--residual", "residual", default=None, type=click.Path(dir_okay=False), help="Also write mixture - estimate here.")
 @click.option("--gate-threshold", type=float, default=None, help="Override the presence-gate threshold (0 = gate off).")
+@click.option("--no-gate", is_flag=True, help="Turn the presence gate off: always return the mask output.")
 @click.option("--device", default=None, help="cpu / cuda (default: separator.device).")
 @config_options
 def separate(cfg: Any, ckpt: str, audio: str, query: str | None, negative: str | None, out: str, residual: str | None,
-             gate_threshold: float | None, device: str | None) -> None:
-    """Separate one audio file with a text query."""
+             gate_threshold: float | None, no_gate: bool, device: str | None) -> None:
+    """Separate one audio file with a text query.
+
+    A label-like query (a class name in any case, with `_`, `-` or spaces) is asked as its label's phrase, the
+    form the separator was trained on (models/labels.py: canonical_query); free text is asked as written. When the
+    presence gate judges the queried sound absent from the whole file, the file written is silence, stderr says so
+    (query, presence, threshold) and the exit code is 4; `--no-gate` returns the mask output instead."""
     from models.separator.checkpoint import CheckpointError
     from models.separator.infer import Separator
     from storage.audio import AudioConfig, AudioError, load_audio, write_audio
 
     if not query and not negative:
         fail("give --query and/or --negative", EXIT_USAGE)
+    if no_gate and gate_threshold is not None:
+        fail("give --no-gate or --gate-threshold, not both", EXIT_USAGE)
     try:
-        sep = Separator.load(ckpt, device or cfg.separator.device, gate_threshold=gate_threshold)
+        sep = Separator.load(ckpt, device or cfg.separator.device, gate_threshold=0.0 if no_gate else gate_threshold)
     except CheckpointError as exc:
         fail(str(exc), EXIT_USAGE)
         return
@@ -106,11 +116,37 @@ def separate(cfg: Any, ckpt: str, audio: str, query: str | None, negative: str |
     except AudioError as exc:
         fail(str(exc), EXIT_DATA)
         return
-    est, gate = sep.separate([mix], sr, [query], [negative], return_gate=True)
-    write_audio(out, est[0], sr)
+    try:
+        res = sep.separate_detailed([mix], sr, [query], [negative])
+    except ValueError as exc:  # a query the text encoder cannot encode (no letters or digits)
+        fail(f"query: {exc}", EXIT_USAGE)
+        return
+    est, presence, closed = res.estimates[0], float(res.presence[0]), float(res.closed[0])
+    write_audio(out, est, sr)
     if residual:
-        write_audio(residual, mix - est[0], sr)
-    click.echo(json.dumps({"out": out, "seconds": round(len(mix) / sr, 3), "presence": round(float(gate[0]), 4)}))
+        write_audio(residual, mix - est, sr)
+    asked = _asked(query, negative, res.texts[0])
+    click.echo(json.dumps({"out": out, "seconds": round(len(mix) / sr, 3), "presence": round(presence, 4),
+                           "gate_threshold": sep.gate_threshold, "gated_share": round(closed, 4),
+                           "query_text": res.texts[0][0], "negative_text": res.texts[0][1]}))
+    if closed >= 1.0:
+        click.echo(f"warning: the presence gate silenced {asked}: presence {presence:.3f} < threshold "
+                   f"{sep.gate_threshold:.2f}, so {out} is silence. The separator judges the sound absent; ask in "
+                   f"other words, or pass --no-gate for the mask output (exit code {EXIT_GATED}).", err=True)
+        sys.exit(EXIT_GATED)
+    if closed > 0:
+        click.echo(f"warning: the presence gate silenced {100 * closed:.0f}% of the windows of {asked} (presence below "
+                   f"{sep.gate_threshold:.2f} there; mean {presence:.3f}): those parts of {out} are silence; "
+                   f"--no-gate keeps them.", err=True)
+
+
+def _asked(query: str | None, negative: str | None, texts: tuple[str | None, str | None]) -> str:
+    """How a query is named in messages: as the user wrote it, with the text the encoder saw where they differ."""
+    parts = []
+    for name, given, seen in (("query", query, texts[0]), ("negative", negative, texts[1])):
+        if given:
+            parts.append(f"{name} {given!r}" + (f" (asked as {seen!r})" if seen != given else ""))
+    return " with ".join(parts)
 
 
 @click.command("evaluate")

@@ -1,7 +1,8 @@
 """Shared CLI plumbing: config options, logging to stderr, progress bars, exit codes.
 
 Exit codes are part of the interface (scripts branch on them):
-0 success, 1 runtime failure, 2 usage or configuration error, 3 input data unusable.
+0 success, 1 runtime failure, 2 usage or configuration error, 3 input data unusable, 4 the presence gate silenced
+the query (`stemforge separate`: the file written is silence; `--no-gate` returns the mask output).
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_DATA = 3
+EXIT_GATED = 4
 
 log = logging.getLogger("stemforge")
 F = TypeVar("F", bound=Callable[..., Any])

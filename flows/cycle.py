@@ -1,5 +1,5 @@
-"""The stemforge flows: `build_dataset`, `relabel_cycle` (one sub-flow per iteration) and `stemforge_run`, which
-runs both in one parent flow. The only orchestration of the engine: `stemforge run`, deployments and
+"""The stemforge flows: `build_dataset`, `relabel_cycle` (one sub-flow per iteration), `train_final` and
+`stemforge_run`, which runs the three in one parent flow. The only orchestration of the engine: `stemforge run`, deployments and
 `stemforge serve` all run these.
 
 - `build_dataset`: corpus (demo or import; incremental and deduplicated by content hash inside the corpus step) ->
@@ -165,8 +165,8 @@ def relabel_iteration(run: str, name: str, k: int, corpus: dict[str, Any], synth
     if cfg.engine.control:
         ctl = ctl_future.result() if ctl_future is not None else tasks.control(run, k, synthetic, previous, clap,
                                                                                 step=f"control_{k}")
-    ev = tasks.evaluate(run, str(k), separator["checkpoint"], corpus, synthetic, step=f"evaluate_{k}")
-    cev = None if ctl is None else tasks.evaluate(run, f"control_{k}", ctl["checkpoint"], corpus, synthetic,
+    ev = tasks.evaluate(run, str(k), separator, corpus, synthetic, scorers, step=f"evaluate_{k}")
+    cev = None if ctl is None else tasks.evaluate(run, f"control_{k}", ctl, corpus, synthetic, scorers,
                                                   step=f"evaluate_control_{k}")
     filt = tasks.pseudo_label_and_filter(run, k, corpus, separator, scorers, step=f"filter_{k}") if pseudo_label else None
     gain = None if cev is None else steps.engine_vs_control(cfg, ev, cev)
@@ -215,7 +215,7 @@ def _cycle(ctx: steps.RunContext, out_root: str | None, name: str | None, until:
         if until in {"separator_0", *(f"scorer_{w}" for w in steps.SCORERS)}:
             return {"name": ctx.name, "stopped_after": until, "timings": dict(ctx.ws.timings)}
         clap = scorers["clap"] if cfg.engine.separator_queries == "run_clap" else None
-        evals = [tasks.evaluate(run, "0", separator0["checkpoint"], corpus, synthetic, step="evaluate_0")]
+        evals = [tasks.evaluate(run, "0", separator0, corpus, synthetic, scorers, step="evaluate_0")]
         filters = {0: tasks.pseudo_label_and_filter(run, 0, corpus, separator0, scorers, step="filter_0")}
         progress.advance(2)
         if until in ("evaluate_0", "filter_0"):
@@ -225,7 +225,8 @@ def _cycle(ctx: steps.RunContext, out_root: str | None, name: str | None, until:
                                    "control_evals": {}, "decisions": []}
         values = [steps.stop_value(cfg, evals[0], filters[0])]
         metric = steps.stop_metric_name(cfg, evals[0])
-        needs_filter = steps.stop_metric_name(cfg, evals[0]).startswith("re_sdr")
+        # the stop rule's Re-SDR comes from the pseudo-labels unless the (label-free) evaluation scored the val scenes
+        needs_filter = metric.startswith("re_sdr") and (evals[0].get("val") or {}).get("re_sdr_mean_db") is None
         k = 0
         while True:
             k += 1
@@ -256,6 +257,9 @@ def _cycle(ctx: steps.RunContext, out_root: str | None, name: str | None, until:
         results["stop"] = results["decisions"][-1]
         report = steps.report(ctx, results, time.perf_counter() - t0, session)
         progress.advance(progress.total)
+    review = steps.review_page(ctx)
+    if review:
+        report["files"]["review"] = review
     _final_artifacts(ctx, report)
     return report
 
@@ -289,9 +293,62 @@ def _final_artifacts(ctx: steps.RunContext, report: dict[str, Any]) -> None:
     if t9:
         create_table_artifact(key=artifact_key("data", ctx.name), table=t9,
                               description="source clips/hours and tracks/hours kept at 10 and 15 dB (ClearSep Table 9's shape)")
+    if report["files"].get("review"):
+        create_link_artifact(key=artifact_key("review", ctx.name), link=Path(report["files"]["review"]).as_uri(),
+                             link_text=f"review page of {ctx.name} (open from disk)",
+                             description="listen to what each filter kept and dropped; move thresholds")
     for plot, path in report.get("plots", {}).items():
         create_link_artifact(key=artifact_key(f"plot-{plot}", ctx.name), link=Path(path).absolute().as_uri(),
                              link_text=f"{plot} plot ({Path(path).name})", description=f"report plot: {plot}")
+
+
+# ---- the final separator and judge ---------------------------------------------------------------------------------
+
+@flow(name="train-final", log_prints=False)
+def train_final(config: dict[str, Any], out_root: str | None = None, name: str | None = None, restart: bool = False,
+                until: str | None = None) -> dict[str, Any]:
+    """After the cycle stopped: the final separator (on synthetic + the kept tiers of the last pseudo-labelling) and
+    the final judge, trained concurrently under Ray, evaluated by the run's evaluator, released to `<run>/final/`."""
+    with _run_scope(config, out_root, name, restart) as ctx:
+        return _final(ctx)
+
+
+def _final(ctx: steps.RunContext) -> dict[str, Any]:
+    import json
+
+    from engine.workspace import RunError
+
+    run, cfg = str(ctx.root), ctx.cfg
+    report_path = ctx.root / "report.json"
+    if not report_path.is_file():
+        raise RunError(f"{report_path}: not found: the relabel cycle has not finished in this run (run `stemforge run` "
+                       f"or the relabel-cycle flow first)")
+    report = json.loads(report_path.read_text())
+    k = int(report["headline"]["iterations"])
+    with steps.backend_session(cfg):
+        corpus, synthetic = steps.finished(ctx, "corpus"), steps.finished(ctx, "synthetic")
+        scorers = {w: steps.finished(ctx, f"scorer_{w}") for w in steps.SCORERS}
+        last = steps.finished(ctx, f"separator_{k}")
+        clap = scorers["clap"] if cfg.engine.separator_queries == "run_clap" else None
+        if ctx.ws.done(f"filter_{k}") is not None:  # the last separator pseudo-labelled: its tiers are the newest data
+            tiers = tasks.tier_shards(run, k, corpus, last, scorers, step=f"tiers_{k}")
+            tiers_from = f"filter_{k} (separator {k})"
+        else:
+            tiers = steps.finished(ctx, f"tiers_{k - 1}")
+            tiers_from = f"filter_{k - 1} (separator {k - 1})"
+        concurrent = cfg.engine.backend == "ray" and steps.ray_cpus() >= 2 * cfg.engine.train_workers
+        judge_future = tasks.final_judge.submit(run, corpus, scorers["judge"]) if concurrent else None
+        separator = tasks.final_separator(run, synthetic, corpus, last, tiers, clap)
+        judge = judge_future.result() if judge_future is not None else tasks.final_judge(run, corpus, scorers["judge"])
+        ev = tasks.evaluate(run, "final", separator, corpus, synthetic, scorers, step="evaluate_final")
+        rel = tasks.release(run, report, separator, judge, ev, steps.finished(ctx, f"evaluate_{k}"), tiers, synthetic,
+                            tiers_from)
+    create_markdown_artifact(key=artifact_key("final", ctx.name), description="final separator and judge",
+                             markdown=Path(rel["files"]["model_card.md"]).read_text())
+    create_link_artifact(key=artifact_key("release", ctx.name), link=Path(rel["dir"]).absolute().as_uri(),
+                         link_text=f"release folder of {ctx.name}", description="checkpoints, model card, evaluation")
+    return {**rel, "evaluation": {k2: ev.get(k2) for k2 in ("sdri_db", "natural_sdri_db", "natural_sdri_ci95_db")},
+            "judge_targets": judge["targets"]}
 
 
 # ---- everything ------------------------------------------------------------------------------------------------------
@@ -304,8 +361,10 @@ def stemforge_run(config: dict[str, Any], out_root: str | None = None, name: str
         params = {"config": ctx.cfg.model_dump(mode="json"), "out_root": out_root, "name": name, "until": until}
         build = build_dataset(**params)
         out = build if "stopped_after" in build else relabel_cycle(**params)
+        if "stopped_after" not in out and ctx.cfg.engine.final.enabled:
+            out = {**out, "final": train_final(**params)}
         return {**out, "resumed_steps": list(ctx.ws.resumed_steps), "timings": dict(ctx.ws.timings),
                 "ray": session.to_dict() if session is not None else None}
 
 
-FLOWS = {"build": build_dataset, "cycle": relabel_cycle, "run": stemforge_run}
+FLOWS = {"build": build_dataset, "cycle": relabel_cycle, "final": train_final, "run": stemforge_run}

@@ -1,6 +1,6 @@
 """Prefect deployments of the stemforge flows: register, serve, list runs.
 
-A deployment is a flow (flows/cycle.py FLOWS: build, cycle, run) plus its parameters (the resolved config as JSON,
+A deployment is a flow (flows/cycle.py FLOWS: build, cycle, final, run) plus its parameters (the resolved config as JSON,
 out_root, the run name) and an optional cron schedule, registered on a Prefect server. The server's scheduler
 turns the schedule into flow runs; a `serve` process (a Prefect runner) executes them. The two are decoupled on
 purpose: `deploy` is a one-shot command from any shell, `serve` is the long-lived service. `serve` therefore
@@ -33,7 +33,7 @@ class DeployError(Exception):
 
 
 def flows() -> dict[str, "Flow[..., Any]"]:
-    """The deployable flows by CLI key (build, cycle, run)."""
+    """The deployable flows by CLI key (build, cycle, final, run)."""
     from flows.cycle import FLOWS
 
     return FLOWS

@@ -129,6 +129,25 @@ def control(run: str, k: int, synthetic_out: dict[str, Any], init: dict[str, Any
 
 
 @step_task
-def evaluate(run: str, label: str, checkpoint: str, corpus_out: dict[str, Any], synthetic_out: dict[str, Any],
-             step: str) -> dict[str, Any]:
-    return steps.evaluate(context(run), label, checkpoint, corpus_out, synthetic_out)
+def evaluate(run: str, label: str, separator: dict[str, Any], corpus_out: dict[str, Any], synthetic_out: dict[str, Any],
+             scorers: dict[str, dict[str, Any]], step: str) -> dict[str, Any]:
+    return steps.evaluate(context(run), label, separator, corpus_out, synthetic_out, scorers)
+
+
+@step_task
+def final_separator(run: str, synthetic_out: dict[str, Any], corpus_out: dict[str, Any], last: dict[str, Any],
+                    tiers: dict[str, Any], clap: dict[str, Any] | None, step: str = "final_separator") -> dict[str, Any]:
+    return steps.final_separator(context(run), synthetic_out, corpus_out, last, tiers, clap)
+
+
+@step_task
+def final_judge(run: str, corpus_out: dict[str, Any], judge: dict[str, Any], step: str = "final_judge") -> dict[str, Any]:
+    return steps.final_judge(context(run), corpus_out, judge)
+
+
+@step_task
+def release(run: str, report_out: dict[str, Any], separator: dict[str, Any], judge: dict[str, Any],
+            evaluation: dict[str, Any], last_evaluation: dict[str, Any], tiers: dict[str, Any],
+            synthetic_out: dict[str, Any], tiers_from: str, step: str = "release") -> dict[str, Any]:
+    return steps.release(context(run), report_out, separator, judge, evaluation, last_evaluation, tiers, synthetic_out,
+                         tiers_from)

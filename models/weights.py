@@ -13,6 +13,8 @@ from typing import Any
 
 import torch
 
+from models.checkpoint_io import read_checkpoint
+
 
 def _walk(node: Any, path: str, out: list[tuple[str, torch.Tensor]]) -> None:
     if isinstance(node, torch.Tensor):
@@ -23,13 +25,11 @@ def _walk(node: Any, path: str, out: list[tuple[str, torch.Tensor]]) -> None:
     elif isinstance(node, (list, tuple)):
         for i, v in enumerate(node):
             _walk(v, f"{path}/{i}", out)
-    elif hasattr(node, "__dict__"):
-        _walk(vars(node), path, out)
 
 
 def weights_hash(path: str | Path) -> str:
     """sha256 over (key path, dtype, shape, bytes) of every tensor in the checkpoint at `path`."""
-    obj = torch.load(str(path), map_location="cpu", weights_only=False)  # our own files (see checkpoint loaders)
+    obj = read_checkpoint(path, "model")  # weights-only, like every checkpoint load (models/checkpoint_io.py)
     tensors: list[tuple[str, torch.Tensor]] = []
     _walk(obj, "", tensors)
     if not tensors:

@@ -36,6 +36,15 @@ _CLIP_FIELDS = [
     pa.field("split", pa.string(), nullable=False),
     pa.field("content_hash", pa.string(), nullable=False),
     pa.field("dataset", pa.string(), nullable=False),
+    # Label normalisation beside `labels` (which holds slugs, the key every stage uses: `alarm_clock`):
+    # `label_names` the display form ("Alarm clock", the AudioSet name where known), `label_mids` the AudioSet
+    # MID of each label (null item where the label is not an AudioSet class). Null on manifests written before.
+    pa.field("label_names", _string_list, nullable=True),
+    pa.field("label_mids", _string_list, nullable=True),
+    # The sounding part of the clip (first to last frame within 40 dB of its loudest frame), so mixing cuts
+    # event excerpts where the clip is audible; null = unknown (use the whole clip).
+    pa.field("active_start_s", pa.float64(), nullable=True),
+    pa.field("active_end_s", pa.float64(), nullable=True),
 ]
 
 EVENT_TYPE = pa.struct(
@@ -60,6 +69,11 @@ NATURAL_SCENE_SCHEMA = _with_meta(
         pa.field("events", pa.list_(EVENT_TYPE), nullable=True),
         pa.field("caption", pa.string(), nullable=True),
         pa.field("audit_dir", pa.string(), nullable=True),
+        # `stems` imports: "sum" when the audit stems add up to the mixture (residual SDR >= the import's
+        # `stems_sum_min_db`), "not_sum" for a real recording whose stems do not (bleed, mastering); null = no
+        # check made (demo scenes are sums by construction). `sum_sdr_db`: 10 log10(|mix|^2 / |mix - sum|^2).
+        pa.field("stems_relation", pa.string(), nullable=True),
+        pa.field("sum_sdr_db", pa.float64(), nullable=True),
     ],
 )
 AUDIT_STEM_SCHEMA = _with_meta(
@@ -217,3 +231,7 @@ def quarantine_row(path: str | Path, stage: str, error_kind: str, message: str) 
     }
 
 
+def available_columns(path: str | Path, columns: list[str], expect: str | None = None) -> list[str]:
+    """The subset of `columns` the manifest has (optional columns added after a manifest was written)."""
+    names = set(open_dataset(path, expect).schema.names)
+    return [c for c in columns if c in names]

@@ -29,7 +29,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from models.judge.checkpoint import CheckpointError, file_sha256
+from models.checkpoint_io import CheckpointError, load_weights, read_checkpoint
+from models.judge.checkpoint import file_sha256
 from models.judge.features import as_batch, resolve_device
 from models.judge.sam_adapter import BackendUnavailable
 
@@ -94,22 +95,22 @@ def load_audiobox(path: str | Path, trust: bool = False) -> tuple[AesNet, dict[s
     """-> (network in eval mode on CPU, target_transform, sha256). Clear errors for foreign/corrupt files.
 
     Loads with `weights_only=True`; `trust=True` (config `pc.trust_checkpoint`) allows full unpickling for a
-    trusted release whose metadata is not weights-only loadable."""
+    trusted release whose metadata is not weights-only loadable: the project's one such exception
+    (docs/SECURITY.md)."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(path, "audiobox-aesthetics checkpoint file does not exist")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=not trust)
-    except Exception as exc:
-        hint = "" if trust else "; if this is the official release from a trusted source, set pc.trust_checkpoint=true"
-        raise CheckpointError(path, f"not a readable audiobox-aesthetics checkpoint ({type(exc).__name__}: "
-                                    f"{str(exc)[:200]}){hint}") from exc
+    ckpt = read_checkpoint(path, "audiobox-aesthetics", trust=trust,
+                           unsafe_hint="; if this is the official release from a trusted source, set "
+                                       "pc.trust_checkpoint=true (full unpickling: docs/SECURITY.md)")
     if not isinstance(ckpt, dict) or not {"state_dict", "model_cfg", "target_transform"} <= set(ckpt):
         raise CheckpointError(path, "not an audiobox-aesthetics checkpoint (needs state_dict, model_cfg, target_transform)")
     cfg, tt = ckpt["model_cfg"], ckpt["target_transform"]
+    if not isinstance(cfg, dict) or not isinstance(tt, dict) or not all(isinstance(v, dict) for v in tt.values()):
+        raise CheckpointError(path, "audiobox-aesthetics model_cfg and target_transform must be mappings")
     missing = [k for k in CFG_KEYS if k not in cfg] + [a for a in AXES if a not in tt]
     if missing:
         raise CheckpointError(path, f"audiobox-aesthetics checkpoint lacks {missing}")
+    if not isinstance(ckpt.get("wavlm_cfg") or {}, dict):
+        raise CheckpointError(path, "audiobox-aesthetics wavlm_cfg must be a mapping of numeric sizes")
     overrides = dict(ckpt.get("wavlm_cfg") or {})
     conv = overrides.pop("conv_feature_layers", None)
     bad = [k for k, v in overrides.items() if k not in NUMERIC_WAVLM_KEYS or not isinstance(v, (int, float))]
@@ -124,11 +125,10 @@ def load_audiobox(path: str | Path, trust: bool = False) -> tuple[AesNet, dict[s
         raise CheckpointError(path, f"wavlm_cfg may only set numeric sizes {sorted(NUMERIC_WAVLM_KEYS)} and "
                                     f"conv_feature_layers as integer triples; got {bad}")
     net = AesNet(cfg, overrides)
-    state = {re.sub(r"^model\.", "", k): v for k, v in ckpt["state_dict"].items()}
-    try:
-        net.load_state_dict(state)
-    except RuntimeError as exc:
-        raise CheckpointError(path, f"weights do not fit the audiobox-aesthetics network: {str(exc)[:300]}") from exc
+    if not isinstance(ckpt["state_dict"], dict):
+        raise CheckpointError(path, "audiobox-aesthetics state_dict is not a mapping of tensors")
+    state = {re.sub(r"^model\.", "", str(k)): v for k, v in ckpt["state_dict"].items()}
+    load_weights(net, state, path, "audiobox-aesthetics network")
     transform = {a: {"mean": float(tt[a]["mean"]), "std": float(tt[a]["std"])} for a in AXES}
     return net.eval(), transform, file_sha256(path)
 

@@ -1,4 +1,5 @@
-"""Checkpoint files for in-project models: a tagged dict saved atomically, loaded with `weights_only=True`.
+"""Checkpoint files for in-project models: a tagged dict saved atomically, loaded with `weights_only=True`
+(`models.checkpoint_io.read_checkpoint`).
 
 Why a format tag: `torch.load` happily returns any pickle-free dict, so loading a judge checkpoint as a CLAP (or a
 laion checkpoint as ours) would otherwise fail deep inside `load_state_dict` with an unreadable key list. The tag
@@ -12,39 +13,25 @@ from typing import Any
 
 import torch
 
-from storage.atomic import atomic_path
-from storage.errors import reconstructible
+from models.checkpoint_io import CheckpointError, read_checkpoint
+from storage.atomic import atomic_open
 
-
-@reconstructible
-class CheckpointError(ValueError):
-    """A checkpoint that is missing, corrupt, or not of the expected format; names the file."""
-
-    def __init__(self, path: str | os.PathLike[str], message: str):
-        self.path = str(path)
-        super().__init__(f"{self.path}: {message}")
+__all__ = ["CheckpointError", "load_checkpoint", "save_checkpoint"]
 
 
 def save_checkpoint(path: str | os.PathLike[str], fmt: str, version: int, payload: dict[str, Any]) -> Path:
     """Write `{"format": fmt, "version": version, **payload}` atomically (tmp + fsync + rename)."""
     path = Path(path)
     data = {"format": fmt, "version": int(version), **payload}
-    with atomic_path(path) as tmp:
-        torch.save(data, tmp)
+    with atomic_open(path) as fh:  # a file object: a full disk surfaces as ENOSPC naming `path` (storage.errors)
+        torch.save(data, fh)
     return path
 
 
 def load_checkpoint(path: str | os.PathLike[str], fmt: str, max_version: int) -> dict[str, Any]:
     """Load a checkpoint with `weights_only=True` and check its format tag and version."""
     p = Path(path)
-    if not p.exists():
-        raise CheckpointError(p, "checkpoint not found")
-    if p.is_dir():
-        raise CheckpointError(p, f"is a directory, expected a {fmt} checkpoint file")
-    try:
-        data = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as exc:  # corrupt zip, truncated file, pickled objects outside the safe list
-        raise CheckpointError(p, f"not a readable {fmt} checkpoint (corrupt, truncated or unsafe pickle): {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
+    data = read_checkpoint(p, fmt)
     if not isinstance(data, dict) or "format" not in data:
         raise CheckpointError(p, f"not a stemforge checkpoint (no format tag); expected format {fmt!r}")
     if data["format"] != fmt:

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from models.clap.base import ClapBackend
-from models.clap.checkpoint import CheckpointError
+from models.checkpoint_io import CheckpointError, read_checkpoint
 
 
 def read_laion_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
@@ -29,10 +29,7 @@ def read_laion_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tenso
     p = Path(path)
     if not p.is_file():
         raise CheckpointError(p, "laion-clap checkpoint not found (download e.g. 630k-best.pt yourself; nothing is fetched at run time)")
-    try:
-        data = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise CheckpointError(p, f"not a readable laion-clap checkpoint (corrupt, truncated or unsafe pickle): {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
+    data = read_checkpoint(p, "laion-clap")
     state = data.get("state_dict", data) if isinstance(data, dict) else None
     if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(p, "not a laion-clap checkpoint: expected a state dict of tensors (optionally under 'state_dict')")

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from models.checkpoint_io import load_weights
 from models.clap.base import ClapBackend
 from models.clap.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from models.clap.config import MiniClapTrainConfig
@@ -149,9 +150,9 @@ class MiniClap(nn.Module):
         try:
             cfg = MiniClapTrainConfig(**data["config"])
             model = cls(cfg, data["vocab"])
-            model.load_state_dict(data["state_dict"])
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:
             raise CheckpointError(path, f"{FORMAT} checkpoint is inconsistent: {type(exc).__name__}: {str(exc).splitlines()[0]}") from exc
+        load_weights(model, data.get("state_dict"), path, f"{FORMAT} model (config and vocab from the same file)")
         model.meta = dict(data.get("meta", {}))  # type: ignore[assignment]
         return model.to(device).eval()
 

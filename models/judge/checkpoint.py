@@ -14,17 +14,10 @@ from typing import Any
 
 import torch
 
+from models.checkpoint_io import CheckpointError, load_weights, read_checkpoint
 from storage.atomic import atomic_write_bytes
-from storage.errors import reconstructible
 
-
-@reconstructible
-class CheckpointError(ValueError):
-    """A checkpoint that is missing, corrupt, or not of the expected kind; the message names the file."""
-
-    def __init__(self, path: str | Path, message: str):
-        self.path = str(path)
-        super().__init__(f"{path}: {message}")
+__all__ = ["CheckpointError", "file_sha256", "load_checkpoint", "load_model", "save_checkpoint"]
 
 
 def save_checkpoint(path: str | Path, fmt: str, version: int, config: dict[str, Any],
@@ -55,12 +48,7 @@ def file_sha256(path: str | Path) -> str:
 def load_checkpoint(path: str | Path, fmt: str, max_version: int) -> dict[str, Any]:
     """Load with `weights_only=True` and check the format tag and version."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(path, "checkpoint file does not exist")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types for truncated/foreign files
-        raise CheckpointError(path, f"not a readable torch checkpoint ({type(exc).__name__}: {str(exc)[:200]})") from exc
+    payload = read_checkpoint(path, "torch")
     if not isinstance(payload, dict) or "format" not in payload:
         raise CheckpointError(path, f"not a stemforge checkpoint (expected a dict tagged format={fmt!r})")
     if payload["format"] != fmt:
@@ -88,9 +76,9 @@ def load_model(checkpoint: str, fmt: str, max_version: int, model_keys: tuple[st
     missing = [k for k in model_keys if k not in payload["config"]]
     if missing:
         raise CheckpointError(checkpoint, f"{title or what} config lacks {missing}")
-    model = build(payload["config"])
     try:
-        model.load_state_dict(payload["state_dict"])
-    except RuntimeError as exc:
-        raise CheckpointError(checkpoint, f"weights do not fit the {title or what} architecture: {str(exc)[:300]}") from exc
+        model = build(payload["config"])
+    except (TypeError, ValueError, KeyError) as exc:  # a config edited into something the architecture cannot build
+        raise CheckpointError(checkpoint, f"{title or what} config does not build a model: {type(exc).__name__}: {exc}") from exc
+    load_weights(model, payload["state_dict"], checkpoint, f"{title or what} architecture")
     return model.eval(), payload

@@ -15,19 +15,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from storage.atomic import atomic_path
+from models.checkpoint_io import CheckpointError, load_weights, read_checkpoint
+from storage.atomic import atomic_open
 from storage.version import code_version
-from storage.errors import reconstructible
 
 FORMAT = "stemforge-separator/1"
 REQUIRED = ("format", "preset", "hparams", "state_dict", "text_encoder", "config", "lineage", "metrics", "code_version")
-
-
-@reconstructible
-class CheckpointError(ValueError):
-    def __init__(self, path: str | Path, message: str):
-        self.path = str(path)
-        super().__init__(f"{path}: {message}")
 
 
 @dataclass
@@ -57,19 +50,14 @@ def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
 
 def save_checkpoint(path: str | Path, ckpt: Checkpoint) -> Path:
     path = Path(path)
-    with atomic_path(path) as tmp:
-        torch.save(ckpt.to_dict(), tmp)
+    with atomic_open(path) as fh:  # a file object: a full disk surfaces as ENOSPC naming `path` (storage.errors)
+        torch.save(ckpt.to_dict(), fh)
     return path
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> Checkpoint:
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(path, "separator checkpoint does not exist")
-    try:
-        raw = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # truncated / not a torch file
-        raise CheckpointError(path, f"not a readable separator checkpoint ({type(exc).__name__}: {exc})") from exc
+    raw = read_checkpoint(path, "separator", map_location=map_location)
     if not isinstance(raw, dict) or raw.get("format") != FORMAT:
         found = raw.get("format") if isinstance(raw, dict) else type(raw).__name__
         raise CheckpointError(path, f"format {found!r} is not {FORMAT!r}")
@@ -78,6 +66,11 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(path, f"missing fields {missing}")
     if raw["preset"] not in ("tiny", "clapsep"):
         raise CheckpointError(path, f"unknown preset {raw['preset']!r}")
+    for key in ("hparams", "config", "lineage", "metrics"):
+        if not isinstance(raw[key], dict):
+            raise CheckpointError(path, f"field {key!r} is a {type(raw[key]).__name__}, expected a mapping")
+    if raw.get("train_state") is not None and not isinstance(raw["train_state"], dict):
+        raise CheckpointError(path, f"field 'train_state' is a {type(raw['train_state']).__name__}, expected a mapping")
     return Checkpoint(preset=raw["preset"], hparams=dict(raw["hparams"]), state_dict=raw["state_dict"],
                       text_encoder=raw["text_encoder"], config=dict(raw["config"]), lineage=dict(raw["lineage"]),
                       metrics=dict(raw["metrics"]), code_version=str(raw["code_version"]),
@@ -88,9 +81,25 @@ def model_from_checkpoint(ckpt: Checkpoint, path: str | Path = "<checkpoint>") -
     """Rebuild the model and load its weights strictly (a mismatch names the offending keys)."""
     from models.separator.presets import build_model
 
-    model = build_model(ckpt.preset, ckpt.hparams)
-    result = model.load_state_dict(ckpt.state_dict, strict=False)
-    if result.missing_keys or result.unexpected_keys:
-        raise CheckpointError(path, f"weights do not match preset {ckpt.preset!r}: missing {result.missing_keys[:5]}, "
-                                    f"unexpected {result.unexpected_keys[:5]}")
-    return model
+    try:
+        model = build_model(ckpt.preset, ckpt.hparams)
+    except (TypeError, ValueError, KeyError) as exc:  # hparams edited into something the preset cannot build
+        raise CheckpointError(path, f"hparams do not build preset {ckpt.preset!r}: {type(exc).__name__}: {exc}") from exc
+    return load_weights(model, ckpt.state_dict, path, f"separator preset {ckpt.preset!r}")
+
+
+TRAIN_STATE_KEYS = ("optimizer", "scheduler", "epoch", "step", "history", "best_loss")
+
+
+def resume_train_state(state: Any, path: str | Path, optimizer: Any, scheduler: Any) -> None:
+    """Restore optimiser and scheduler from a `last.pt` train state; a tampered or foreign state raises
+    `CheckpointError` naming the file instead of a bare KeyError/ValueError from torch's optimiser."""
+    missing = [k for k in TRAIN_STATE_KEYS if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise CheckpointError(path, f"train_state lacks {missing}; cannot resume from this file")
+    try:
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
+        raise CheckpointError(path, f"train_state does not fit this model's optimiser/scheduler: "
+                                    f"{type(exc).__name__}: {str(exc)[:200]}") from exc

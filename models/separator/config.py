@@ -54,6 +54,8 @@ class SeparatorConfig(Section):
     silence_aug_prob: float = Field(0.2, ge=0.0, le=1.0, description="trainer-side silence augmentation (paper: 0.05)")
     query_mix: dict[str, float] = Field(default_factory=lambda: {"pos": 0.25, "neg": 0.25, "posneg": 0.5},
                                         description="resampling of the query side when the sample allows it; {} = as the shards specify")
+    query_forms: bool = Field(True, description="ask each label-derived query side in a drawn written form (phrase, bare "
+                              "label in any case, templates, AudioSet name: models/labels.py); false = as stored")
     max_steps: int = Field(1000, gt=0, description="training budget in optimiser steps (a fine-tune counts its own)")
     steps_per_epoch: int = Field(50, gt=0, description="validation and checkpoint interval in steps")
     val_max: int = Field(64, gt=0, description="validation samples used per epoch")

@@ -9,6 +9,12 @@ rank of a distributed run finds its samples without replaying a stream.
 `ShardSource` reads shard stores through `storage`'s index and reader (random access by sample number: the index
 gives every member's byte range); an in-memory list (SST samples) and the ITT builder of pipelines/training_data.py
 are sources as they are.
+
+Query wording: a sample stores its query as text rendered from its labels (`positive_text` = the label phrases).
+`make_example` draws, per example and from the example's seeded generator, the written form each label-derived side
+is asked in (the stored phrase, the bare label in any case with `_` / `-` / space, a paraphrase template, the AudioSet
+display name: `models.labels.query_form`), so the separator answers users who write `violin` or `Alarm_Clock`
+instead of the phrase. Custom texts (caption phrases, free-text prompts) are kept as stored.
 """
 from __future__ import annotations
 
@@ -20,6 +26,7 @@ from typing import Any, Iterable, Iterator, Protocol, Sequence
 
 import numpy as np
 
+from models.labels import display, phrase_for, query_form_text, slug
 from storage.audio import resample
 from storage.errors import reconstructible
 
@@ -190,11 +197,27 @@ def crop(rng: np.random.Generator, arrays: list[np.ndarray], length: int) -> lis
     return [np.pad(a, (0, length - n)) for a in arrays]
 
 
+def _label_derived(text: str | None, labels: list[str]) -> bool:
+    """Whether a stored query text is just its labels rendered (bare, display or phrase form), so another written
+    form of the same labels asks the same thing; a custom text (a caption phrase, an operator prompt) is kept."""
+    if not text or not labels:
+        return False
+    return text in {", ".join(labels), ", ".join(display(x) for x in labels), ", ".join(phrase_for(x) for x in labels)}
+
+
 def make_example(sample: dict[str, Any], rng: np.random.Generator, length: int, query_mix: dict[str, float],
-                 silence_prob: float, vocabulary: list[str], phrases: dict[str, list[str]] | None = None) -> Example:
+                 silence_prob: float, vocabulary: list[str], phrases: dict[str, list[str]] | None = None,
+                 query_forms: bool = True) -> Example:
+    """Crop, query sides (ClearSep query dropout), silence augmentation and, with `query_forms`
+    (`separator.query_forms`), the written form of each label-derived query side (models/labels.py), all drawn
+    from `rng` (the forms last, so the crop and the sides are the same with and without them)."""
+    forms = query_forms
     meta = sample["json"]
     mix, target = crop(rng, [np.asarray(sample["mix"], np.float32), np.asarray(sample["target"], np.float32)], length)
     pos, neg, mode = query_texts(meta)
+    pos_labels = [str(x) for x in (meta.get("positive_labels") or []) if x]
+    neg_labels = [str(x) for x in (meta.get("negative_labels") or []) if x]
+    pos_forms, neg_forms = _label_derived(pos, pos_labels), _label_derived(neg, neg_labels)
     silent = bool(meta.get("silent_target", False))
     if mode == "posneg" and query_mix and not silent:
         # ClearSep's query dropout: the same (mix, target) with pos-only / neg-only / both, since the negative
@@ -209,19 +232,29 @@ def make_example(sample: dict[str, Any], rng: np.random.Generator, length: int, 
     present = {str(x) for x in (meta.get("target_labels") or []) + (meta.get("residual_labels") or [])
                + (meta.get("positive_labels") or []) + (meta.get("negative_labels") or [])}
     if silence_prob > 0 and not silent and rng.random() < silence_prob:
-        absent = [v for v in vocabulary if v not in present]
+        present_slugs = {slug(x) for x in present}
+        absent = [v for v in vocabulary if slug(v) not in present_slugs]
         if absent:
             # silence augmentation (ClearSep §3.3.1): query an absent class, the target is silence; the negative
             # side (if any) still names sounds that are present.
             pos = absent[int(rng.integers(len(absent)))]
-            forms = (phrases or {}).get(pos)
-            if forms:
+            pos_labels, pos_forms = [pos], True
+            if not forms:
                 # ask in the same forms present classes are asked in (label or the shards' phrase), so the gate
                 # cannot learn "a bare label means absent"
-                pick = int(rng.integers(len(forms) + 1))
-                pos = forms[pick - 1] if pick else pos
+                choices = (phrases or {}).get(pos)
+                if choices:
+                    pick = int(rng.integers(len(choices) + 1))
+                    pos = choices[pick - 1] if pick else pos
             target = np.zeros_like(target)
             silent = True
+    if forms:
+        # every label-derived side, present or absent class alike, in a drawn written form (so neither the gate nor
+        # the mask can key on one wording)
+        if pos is not None and pos_forms:
+            pos = query_form_text(pos_labels, rng, phrases)
+        if neg is not None and neg_forms:
+            neg = query_form_text(neg_labels, rng, phrases)
     if silent:
         target = np.zeros_like(target)
     return Example(mix=mix, target=target, positive=pos, negative=neg, silent=silent)

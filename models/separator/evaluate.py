@@ -14,18 +14,20 @@ as two sets):
 - `silent_share`: the share of present-target queries whose estimate came back silent: estimate energy at least
   `SILENT_BELOW_DB` (60 dB) below the mixture's (no eps), which includes every estimate the presence gate closed
   (exact zeros).
-- `per_class`: the same means grouped by the target's class label (`TestItem.classes`). An item whose target holds
-  several labels (a synthetic tuple extracting two classes) counts under each of them, so the classes' n may sum to
-  more than the overall n; the overall figures count every item once.
+- `per_class`: the same means grouped by the target's class label (`TestItem.classes`, compared by
+  `models.labels.slug` and named by the first written form seen). An item whose target holds several labels (a
+  synthetic tuple extracting two classes) counts under each of them, so the classes' n may sum to more than the
+  overall n; the overall figures count every item once.
 - `absent_queries`: each present item is queried once more with a class absent from its mixture (drawn from the
-  set's vocabulary with a seeded generator, worded by `phrase`), plus every `silent` item: Silence-SDR /
-  Silence-SISDR of ClearSep Table 3.
+  set's vocabulary with a seeded generator, labels compared by slug, worded by `phrase`, default `phrase_for`),
+  plus every `silent` item: Silence-SDR / Silence-SISDR of ClearSep Table 3.
 - `items`: per-item figures (key, classes, sdri, si_sdri, silent_baseline_sdri, silent), so two checkpoints can be
   compared pairwise on the same items (`paired_ci`).
 
 Query wording is the caller's: every item carries its positive / negative text. Shard tuples carry their own
 (`items_from_shards`); the natural-scene policy the run and `stemforge evaluate` share lives in engine/evaluation.py
-because the label -> phrase map is in `pipelines`, above this room.
+(it reads manifests). Whatever the wording, the `Separator` encodes a label-like text as its label's phrase
+(`models.labels.canonical_query`), so a label written `Dog`, `dog` or `a dog barking` is scored as one query.
 """
 from __future__ import annotations
 
@@ -37,6 +39,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 import numpy as np
 
 from models import metrics as M
+from models.labels import phrase_for, slug, unique_labels
 from models.separator.data import ShardSource, query_texts
 from models.separator.infer import Separator
 
@@ -112,17 +115,13 @@ def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def _identity(label: str) -> str:
-    return label
-
-
 def evaluate(sep: Separator, items: Iterable[TestItem], absent_queries: bool = True, seed: int = 0,
-             batch: int = 16, phrase: Callable[[str], str] = _identity) -> dict[str, Any]:
+             batch: int = 16, phrase: Callable[[str], str] = phrase_for) -> dict[str, Any]:
     """Run the separator over `items` and aggregate (see the module docstring). Returns a JSON-ready report."""
     items = list(items)
     if not items:
         raise ValueError("no test items to evaluate")
-    vocab = sorted({p for i in items for p in i.present})
+    vocab = unique_labels(sorted({p for i in items for p in i.present}))
     rng = np.random.default_rng(seed)
     sr = sep.sample_rate
     rows: list[dict[str, Any]] = []
@@ -132,7 +131,8 @@ def evaluate(sep: Separator, items: Iterable[TestItem], absent_queries: bool = T
     for it in items:
         queries.append((it, it.positive, it.negative, it.silent))
         if absent_queries and not it.silent:
-            absent = [v for v in vocab if v not in it.present]
+            present = {slug(p) for p in it.present}
+            absent = [v for v in vocab if slug(v) not in present]
             if absent:
                 queries.append((it, phrase(absent[int(rng.integers(len(absent)))]), None, True))
     for i in range(0, len(queries), batch):
@@ -155,9 +155,10 @@ def evaluate(sep: Separator, items: Iterable[TestItem], absent_queries: bool = T
     for k in ("sdri", "si_sdri", "silent_baseline_sdri"):
         overall[f"{k}_ci95"] = mean_ci([r[k] for r in rows], seed)
     by_class: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    names: dict[str, str] = {}  # slug -> the first written form seen: one row per class however it is written
     for r in rows:
-        for c in dict.fromkeys(r["classes"]):
-            by_class[c].append(r)
+        for c in unique_labels(r["classes"]):
+            by_class[names.setdefault(slug(c), c)].append(r)
     sil = silence.get("silence_sdr", [])
     return {
         "checkpoint": sep.info(),

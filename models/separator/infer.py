@@ -3,7 +3,15 @@
 Long inputs are cut into windows of the training segment length with `overlap` between neighbours, separated
 in batches, and overlap-added with a raised-cosine crossfade whose weights are renormalised, so a constant mask
 reproduces the input exactly and there is no seam. The presence gate (when the preset has one) is taken per
-window; windows whose gate is below `gate_threshold` output exact silence (the absent-class remedy).
+window; windows whose gate is below `gate_threshold` output exact silence (the absent-class remedy), and
+`separate_detailed` says how many windows of each item it silenced (the CLI warns instead of returning a silent
+file without a word).
+
+Query texts: every text goes through `models.labels.canonical_query` before it is encoded (unless
+`normalize_queries` is off), so a label-like query (`violin`, `Alarm_Clock`, `ALARM CLOCK`, `Violin, fiddle`)
+reaches the encoder as its label's phrase, the form the engine's data asks in, and the same label in any written
+form gives the same output in every entry point (`separate`, `evaluate`, the run's evaluation, pseudo-labelling).
+Free text passes through.
 """
 from __future__ import annotations
 
@@ -14,6 +22,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from models.labels import canonical_query
 from models.separator.base import apply_gate
 from models.separator.checkpoint import Checkpoint, load_checkpoint, model_from_checkpoint
 from models.separator.train import resolve_device
@@ -49,6 +58,7 @@ class Separator:
     overlap: float = 0.25
     batch_size: int = 16
     gate_threshold: float = 0.5
+    normalize_queries: bool = True  # label-like texts -> their label's phrase before encoding (module docstring)
 
     @classmethod
     def load(cls, ckpt: str | Path, device: str = "auto", text_encoder: TextEncoder | None = None,
@@ -88,10 +98,22 @@ class Separator:
             gates.append(g)
         return np.concatenate(outs), np.concatenate(gates)
 
+    def query_text(self, text: str | None) -> str | None:
+        """The text the encoder sees for a query side (`canonical_query` unless `normalize_queries` is off)."""
+        return canonical_query(text) if self.normalize_queries else text
+
     def separate(self, mixtures: np.ndarray | Sequence[np.ndarray], sr: int, positive_texts: Sequence[str | None],
                  negative_texts: Sequence[str | None] | None = None, return_gate: bool = False):
         """Estimate the queried source of each mixture. `mixtures` is `[B, T]` or a list of `[T_i]` (any lengths);
-        returns the same shape(s) at rate `sr`. A missing query side is None; at least one side per item."""
+        returns the same shape(s) at rate `sr` (and the mean presence per item with `return_gate`). A missing query
+        side is None; at least one side per item."""
+        res = self.separate_detailed(mixtures, sr, positive_texts, negative_texts)
+        return (res.estimates, res.presence) if return_gate else res.estimates
+
+    def separate_detailed(self, mixtures: np.ndarray | Sequence[np.ndarray], sr: int,
+                          positive_texts: Sequence[str | None],
+                          negative_texts: Sequence[str | None] | None = None) -> "Separation":
+        """`separate` with what the gate did to each item and the texts the encoder saw."""
         single_array = isinstance(mixtures, np.ndarray)
         items = [np.asarray(m, dtype=np.float32) for m in (list(mixtures) if not single_array else mixtures)]
         if single_array and np.asarray(mixtures).ndim != 2:
@@ -121,12 +143,14 @@ class Separator:
                 wins.append(np.pad(seg, (0, win - len(seg))))
                 owners.append(b)
                 starts.append(s)
-        pos = self._queries([positive_texts[o] for o in owners])
-        neg = self._queries([negative_texts[o] for o in owners])
+        texts = [(self.query_text(p), self.query_text(n)) for p, n in zip(positive_texts, negative_texts)]
+        pos = self._queries([texts[o][0] for o in owners])
+        neg = self._queries([texts[o][1] for o in owners])
         est, gate = self._run(np.stack(wins).astype(np.float32), pos, neg)
-        outputs, item_gate = [], []
+        has_gate = self.gate_threshold > 0 and getattr(self.model, "gate", None) is not None
+        outputs, item_gate, item_closed = [], [], []
         for b, n in enumerate(lengths):
-            acc, norm, gsum, gcount = np.zeros(n), np.zeros(n), 0.0, 0
+            acc, norm, gsum, gcount, closed = np.zeros(n), np.zeros(n), 0.0, 0, 0
             idx = [i for i, o in enumerate(owners) if o == b]
             first, last = idx[0], idx[-1]
             for i in idx:
@@ -142,11 +166,25 @@ class Separator:
                 norm[s:s + seg] += w[:seg]
                 gsum += float(gate[i])
                 gcount += 1
+                closed += int(has_gate and float(gate[i]) < self.gate_threshold)
             y = (acc / np.maximum(norm, 1e-8)).astype(np.float32)
             if sr != msr:
                 y = resample(y, msr, sr)
                 y = np.pad(y, (0, max(0, len(items[b]) - len(y))))[: len(items[b])]
             outputs.append(y.astype(np.float32))
             item_gate.append(gsum / max(1, gcount))
+            item_closed.append(closed / max(1, gcount))
         result = np.stack(outputs) if single_array else outputs
-        return (result, np.array(item_gate)) if return_gate else result
+        return Separation(result, np.array(item_gate), np.array(item_closed), texts)
+
+
+@dataclass
+class Separation:
+    """What `Separator.separate_detailed` returns: the estimates (the shape(s) of the input), per item the mean
+    presence-gate probability over its windows (1 without a gate) and the share of its windows the gate silenced
+    (0 with the gate off), and the (positive, negative) texts the encoder saw."""
+
+    estimates: np.ndarray | list[np.ndarray]
+    presence: np.ndarray
+    closed: np.ndarray
+    texts: list[tuple[str | None, str | None]]

@@ -33,7 +33,8 @@ import torch
 from models import metrics as M
 from models.device import resolve_device
 from models.separator.base import apply_gate
-from models.separator.checkpoint import Checkpoint, load_checkpoint, model_from_checkpoint, save_checkpoint, trainable_state
+from models.separator.checkpoint import (Checkpoint, load_checkpoint, model_from_checkpoint, resume_train_state,
+                                       save_checkpoint, trainable_state)
 from models.separator.config import SeparatorConfig
 from models.separator.data import Example, SampleSource, make_example, sample_phrases, sample_vocabulary, source_metas
 from models.separator.presets import build_model, model_hparams
@@ -135,7 +136,7 @@ class RankBatches(torch.utils.data.Dataset):
         for k, i, g in self.plan.step(step)[self.lo:self.hi]:
             rng = np.random.default_rng([self.plan.seed, 2, g])
             out.append(make_example(self.sources[k][i], rng, self.length, self.cfg.query_mix, self.cfg.silence_aug_prob,
-                                    self.vocab, self.phrases))
+                                    self.vocab, self.phrases, query_forms=self.cfg.query_forms))
         return out
 
     def __getitem__(self, step: int) -> dict[str, Any]:
@@ -323,14 +324,14 @@ def train_separator(cfg: SeparatorConfig, streams: Streams, val_samples: Sequenc
     vocab = sorted(set(sample_vocabulary(val_samples)) | set(sample_vocabulary({"json": m} for m in metas)))
     phrases = sample_phrases({"json": m} for m in metas)
     val_rng = np.random.default_rng([cfg.seed, 1])
-    val = [make_example(s, val_rng, length, {}, 0.0, vocab) for s in list(val_samples)[: cfg.val_max]]
+    # validation asks as stored: comparable across configs (query_forms on or off)
+    val = [make_example(s, val_rng, length, {}, 0.0, vocab, query_forms=False) for s in list(val_samples)[: cfg.val_max]]
     if not val:
         raise ValueError("train_separator needs at least one validation sample")
 
     epoch, step, history, best_loss, elapsed0 = 0, 0, [], math.inf, 0.0
     if state:
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
+        resume_train_state(state, last_path, opt, sched)
         epoch, step, history = state["epoch"], state["step"], list(state["history"])
         best_loss, elapsed0 = state["best_loss"], state.get("elapsed", 0.0)
         if state.get("lengths") != lengths:

@@ -5,6 +5,8 @@ The defaults are the embedded demo: 16 synthesised classes, 40 clean 4-s clips p
 """
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, field_validator, model_validator
 
 from storage.configio import Section
@@ -83,6 +85,10 @@ class ImportConfig(Section):
     esc50_test_folds: list[int] = Field(default_factory=lambda: [5])
     label_domains: dict[str, str] = Field(default_factory=dict, description="exact label -> speech|music|sound")
     batch_rows: int = Field(1000, ge=1, description="rows per manifest part written during import")
+    stems_split: Literal["train", "val", "test", "hash"] = Field(
+        "test", description="split of `stems` mixtures without train/val/test folders; hash = seeded hash split")
+    stems_sum_min_db: float = Field(
+        30.0, description="`stems` layout: residual SDR (mixture vs sum of stems) from which a mixture is 'sum', below 'not_sum'")
 
     @field_validator("label_domains")
     @classmethod
@@ -99,8 +105,51 @@ class ImportConfig(Section):
         return self
 
 
-class CorpusConfig(Section):
-    """The embedded demo corpus and dataset import."""
+CORPUS_KINDS = ("demo", "manifests")
+IMPORT_LAYOUTS = ("esc50", "fsd50k", "audioset", "folders", "stems")
 
+
+class CorpusSource(Section):
+    """Where a user corpus comes from: a folder written by `stemforge corpus import` (`path`), or a dataset root the
+    run imports itself (`root` + `layout`, into the run directory; incremental and deduplicated like the command)."""
+
+    path: str | None = Field(None, description="a `stemforge corpus import --out` folder (holds manifests/)")
+    root: str | None = Field(None, description="dataset root the run imports (with `layout`)")
+    layout: str | None = Field(None, description=f"import layout of `root`: {' | '.join(IMPORT_LAYOUTS)}")
+    ontology: str | None = Field(None, description="AudioSet ontology.json for `root` (default: the shipped one)")
+    limit: int | None = Field(None, ge=1, description="import at most this many clips (trial runs)")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "CorpusSource":
+        if (self.path is None) == (self.root is None):
+            raise ValueError("give exactly one of `path` (an imported corpus folder) or `root` + `layout` (import it)")
+        if self.root is not None and self.layout not in IMPORT_LAYOUTS:
+            raise ValueError(f"`root` needs `layout` in {list(IMPORT_LAYOUTS)}, got {self.layout!r}")
+        if self.path is not None and (self.layout is not None or self.ontology is not None or self.limit is not None):
+            raise ValueError("`layout`, `ontology` and `limit` apply to `root` (an import), not to `path`")
+        return self
+
+
+class CorpusConfig(Section):
+    """The corpus a run works on: the embedded demo (`kind: demo`) or the user's imported data (`kind: manifests`).
+
+    `kind: manifests`: `data` holds the clean sources (synthetic mixtures, scorer training) and the natural scenes
+    (pseudo-labelled); `eval` is the natural evaluation set with ground-truth stems (a `stems` import: its `val`
+    scenes feed the stop rule, the rest report). Without `eval`, the data corpus's own scenes with stems are used,
+    and where no stems exist at all the run evaluates label-free (Re-SDR, CLAP, judge on held-out scenes)."""
+
+    kind: str = Field("demo", description=f"{' | '.join(CORPUS_KINDS)}")
+    data: CorpusSource | None = Field(None, description="kind manifests: the user's corpus")
+    eval: CorpusSource | None = Field(None, description="natural evaluation set with stems (optional)")
     demo: DemoConfig = Field(default_factory=DemoConfig)
     importer: ImportConfig = Field(default_factory=ImportConfig)
+
+    @model_validator(mode="after")
+    def _kind(self) -> "CorpusConfig":
+        if self.kind not in CORPUS_KINDS:
+            raise ValueError(f"corpus.kind must be one of {list(CORPUS_KINDS)}, got {self.kind!r}")
+        if self.kind == "manifests" and self.data is None:
+            raise ValueError("corpus.kind: manifests needs corpus.data (path: an imported folder, or root + layout)")
+        if self.kind == "demo" and self.data is not None:
+            raise ValueError("corpus.data is only read with corpus.kind: manifests")
+        return self

@@ -6,6 +6,11 @@ in the output manifests, routes single-label clips to the clean-source pool and 
 natural-scene pool, and quarantines every bad file with its reason. A bad file never stops an import.
 
 Audio is never copied: manifests point at the original files (absolute paths).
+
+Label columns (`normalise_labels`): `labels` (and a scene's `event_labels`) hold slugs, the key every stage
+matches on (`alarm_clock`, `domestic_animals_and_pets`); `label_names` the display names (the AudioSet name where
+the class is in the ontology, else the slug with spaces); `label_mids` the AudioSet MIDs (from the dataset, else
+looked up by slug in the ontology; null where none matches); `label_ids` the ids as the dataset writes them.
 """
 from __future__ import annotations
 
@@ -18,7 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
+from models.labels import display
 from pipelines.corpus.config import ImportConfig
+from pipelines.corpus.ontology import Ontology, label_slug, packaged_ontology
+from pipelines.mixing.loudness import active_span
 from storage import manifests as mf
 from storage.atomic import atomic_write_text
 from storage.audio import AudioConfig, AudioError, load_audio, probe
@@ -33,7 +41,8 @@ _SPEECH_WORDS = {"speech", "speaking", "speaker", "conversation", "narration", "
 _MUSIC_WORDS = {"music", "musical", "guitar", "piano", "violin", "fiddle", "cello", "flute", "drum", "drums",
                 "bass", "saxophone", "trumpet", "trombone", "organ", "harp", "synthesizer", "orchestra", "singing",
                 "song", "choir", "keyboard", "clarinet", "ukulele", "banjo", "mandolin", "harmonica", "accordion",
-                "cymbal", "tabla", "sitar", "marimba", "xylophone", "glockenspiel", "vibraphone", "bell", "instrument"}
+                "cymbal", "tabla", "sitar", "marimba", "xylophone", "glockenspiel", "vibraphone", "bell", "instrument",
+                "vocals", "vocal", "accompaniment"}
 
 
 class LayoutError(ValueError):
@@ -70,6 +79,7 @@ class ImportReport:
     parent_labels_removed: int = 0
     notes: list[str] = field(default_factory=list)
     manifest_totals: dict[str, Any] = field(default_factory=dict)
+    stems: dict[str, Any] | None = None  # `stems` layout: audit stems, sum / not_sum counts, the threshold
 
     @property
     def imported(self) -> int:
@@ -99,6 +109,7 @@ class ImportReport:
             "hours_per_class": {pool: {k: round(v / 3600.0, 6) for k, v in sorted(d.items())} for pool, d in self.hours_per_class.items()},
             "manifest_totals": self.manifest_totals,
             "notes": self.notes,
+            **({"stems": self.stems} if self.stems is not None else {}),
         }
 
     def table(self) -> str:
@@ -111,6 +122,9 @@ class ImportReport:
             f"  quarantined  {self.quarantined}" + "".join(f"\n    {k:<18} {v}" for k, v in sorted(self.quarantined_by_kind.items())),
             f"  hours        sources {self.hours['sources'] / 3600:.4f}, scenes {self.hours['scenes'] / 3600:.4f}",
         ]
+        if self.stems is not None:
+            lines.append(f"  audit stems  {self.stems['audit_stems']} (mixtures: {self.stems['sum']} sum, "
+                         f"{self.stems['not_sum']} not_sum at {self.stems['sum_min_db']:g} dB)")
         return "\n".join(lines)
 
 
@@ -127,8 +141,10 @@ def hash_split(key: str, seed: int, val_fraction: float, test_fraction: float) -
 
 def label_domain(label: str, overrides: dict[str, str] | None = None) -> str:
     """speech | music | sound for one label name (overrides first, then word cues, default sound)."""
-    if overrides and label in overrides:
-        return overrides[label]
+    if overrides:
+        by_slug = {label_slug(k): v for k, v in overrides.items()}
+        if label_slug(label) in by_slug:
+            return by_slug[label_slug(label)]
     text = label.lower().replace("_", " ")
     if text in _SPEECH_WORDS:
         return "speech"
@@ -144,6 +160,25 @@ def clip_domain(labels: list[str], overrides: dict[str, str] | None = None) -> s
     """A single domain for a clip: the common domain of its labels, else sound."""
     domains = {label_domain(label, overrides) for label in labels}
     return domains.pop() if len(domains) == 1 else "sound"
+
+
+def normalise_labels(names: list[str], ids: list[str], ontology: Ontology) -> tuple[list[str], list[str], list[str | None], list[str]]:
+    """(slugs, display names, MIDs, dataset ids) of one clip's labels, duplicates (same slug) dropped."""
+    slugs: list[str] = []
+    shown: list[str] = []
+    mids: list[str | None] = []
+    kept_ids: list[str] = []
+    for i, name in enumerate(names):
+        key = label_slug(name)
+        if not key or key in slugs:
+            continue
+        raw_id = ids[i] if i < len(ids) else name
+        mid = raw_id if ontology.name(raw_id) is not None else ontology.mid_of(key)
+        slugs.append(key)
+        shown.append(ontology.name(mid) if mid is not None else display(key))
+        mids.append(mid)
+        kept_ids.append(raw_id)
+    return slugs, shown, mids, kept_ids
 
 
 def _existing_keys(man: Path) -> tuple[set[str], set[str]]:
@@ -200,8 +235,11 @@ class _Writer:
 def run_import(candidates: Iterable[Candidate], out_dir: str | Path, *, layout: str, dataset: str, root: str | Path,
                audio_cfg: AudioConfig, import_cfg: ImportConfig, seed: int = 0,
                progress: Callable[[int], None] | None = None, parent_labels_removed: int | Callable[[], int] = 0,
-               notes: list[str] | None = None) -> ImportReport:
-    """Validate, dedupe and register every candidate; write manifests and `import_report.json` into `out_dir`."""
+               notes: list[str] | None = None, ontology: Ontology | None = None) -> ImportReport:
+    """Validate, dedupe and register every candidate; write manifests and `import_report.json` into `out_dir`.
+
+    `ontology` names labels and finds their MIDs (default: the ontology shipped with stemforge)."""
+    ontology = ontology or packaged_ontology()
     out = Path(out_dir).resolve()
     man = out / "manifests"
     man.mkdir(parents=True, exist_ok=True)
@@ -223,7 +261,8 @@ def run_import(candidates: Iterable[Candidate], out_dir: str | Path, *, layout: 
         for cand in candidates:
             report.candidates += 1
             try:
-                _import_one(cand, report, seen, seen_ids, sources, scenes, reject, audio_cfg, import_cfg, dataset, seed)
+                _import_one(cand, report, seen, seen_ids, sources, scenes, reject, audio_cfg, import_cfg, dataset, seed,
+                            ontology)
             finally:
                 if progress is not None:
                     progress(1)
@@ -239,7 +278,7 @@ def run_import(candidates: Iterable[Candidate], out_dir: str | Path, *, layout: 
 
 def _import_one(cand: Candidate, report: ImportReport, seen: set[str], seen_ids: set[str], sources: _Writer, scenes: _Writer,
                 reject: Callable[[Path, str, str], None], audio_cfg: AudioConfig, import_cfg: ImportConfig,
-                dataset: str, seed: int) -> None:
+                dataset: str, seed: int, ontology: Ontology) -> None:
     path = cand.path
     if cand.problem is not None:
         reject(path, *cand.problem)
@@ -250,7 +289,8 @@ def _import_one(cand: Candidate, report: ImportReport, seen: set[str], seen_ids:
     if path.is_dir():
         reject(path, "unreadable", "is a directory")
         return
-    if not cand.labels:
+    labels, names, mids, ids = normalise_labels(cand.labels, cand.label_ids, ontology)
+    if not labels:
         reject(path, "no_labels", "metadata gives this clip no labels")
         return
     try:
@@ -272,29 +312,39 @@ def _import_one(cand: Candidate, report: ImportReport, seen: set[str], seen_ids:
     except AudioError as err:
         reject(path, err.kind, err.message)
         return
-    frames = int(audio.shape[-1])
-    duration = frames / float(info.sample_rate)
     split = cand.split or hash_split(f"{dataset}:{cand.clip_id}", seed, import_cfg.val_fraction, import_cfg.test_fraction)
-    row = {
-        "clip_id": cand.clip_id, "path": str(path.resolve()), "sample_rate": int(info.sample_rate), "num_frames": frames,
-        "duration_s": duration, "labels": list(cand.labels), "label_ids": list(cand.label_ids),
-        "domain": clip_domain(cand.labels, import_cfg.label_domains), "split": split, "content_hash": digest,
-        "dataset": dataset,
-    }
+    row = clip_row(cand.clip_id, path, int(info.sample_rate), audio, digest, dataset, split, (labels, names, mids, ids),
+                   import_cfg)
     seen.add(digest)
     seen_ids.add(cand.clip_id)
-    if len(cand.labels) == 1:
+    if len(labels) == 1:
         sources.add(row)
         report.imported_sources += 1
         pool = "sources"
     else:
-        row.update({"event_labels": list(cand.labels), "events": None, "caption": None, "audit_dir": None})
+        row.update({"event_labels": list(labels), "events": None, "caption": None, "audit_dir": None})
         scenes.add(row)
         report.imported_scenes += 1
         pool = "scenes"
-    report.hours[pool] += duration
-    for label in cand.labels:
-        report.hours_per_class[pool][label] += duration
+    report.hours[pool] += row["duration_s"]
+    for label in labels:
+        report.hours_per_class[pool][label] += row["duration_s"]
+
+
+def clip_row(clip_id: str, path: Path, sample_rate: int, audio: Any, digest: str, dataset: str, split: str,
+             label_columns: tuple[list[str], list[str], list[str | None], list[str]], import_cfg: ImportConfig) -> dict[str, Any]:
+    """The `_CLIP_FIELDS` of one validated clip (`audio`: mono at its native rate, for duration and active span)."""
+    labels, names, mids, ids = label_columns
+    frames = int(audio.shape[-1])
+    span = active_span(audio, sample_rate)
+    return {
+        "clip_id": clip_id, "path": str(Path(path).resolve()), "sample_rate": int(sample_rate), "num_frames": frames,
+        "duration_s": frames / float(sample_rate), "labels": list(labels), "label_ids": list(ids),
+        "label_names": list(names), "label_mids": list(mids),
+        "active_start_s": span[0] if span else None, "active_end_s": span[1] if span else None,
+        "domain": clip_domain(labels, import_cfg.label_domains), "split": split, "content_hash": digest,
+        "dataset": dataset,
+    }
 
 
 def iter_limited(items: Iterable[Candidate], limit: int | None) -> Iterator[Candidate]:
@@ -303,3 +353,18 @@ def iter_limited(items: Iterable[Candidate], limit: int | None) -> Iterator[Cand
         if limit is not None and i >= limit:
             return
         yield item
+
+
+def import_reader(reader: Any, out_dir: str | Path, *, root: str | Path, audio_cfg: AudioConfig, import_cfg: ImportConfig,
+                  seed: int = 0, limit: int | None = None, progress: Callable[[int], None] | None = None) -> ImportReport:
+    """Import what `layouts.open_layout` returned, whatever the layout: clips through `run_import`, the `stems`
+    layout's mixture folders through `stems.import_stems`. The one call `stemforge corpus import` and a run's
+    own import share."""
+    from pipelines.corpus.stems import StemsReader, import_stems
+
+    if isinstance(reader, StemsReader):
+        return import_stems(iter_limited(reader.candidates(), limit), out_dir, dataset=reader.dataset, root=root,
+                            audio_cfg=audio_cfg, import_cfg=import_cfg, seed=seed, progress=progress, notes=reader.notes)
+    return run_import(iter_limited(reader.candidates(), limit), out_dir, layout=reader.layout, dataset=reader.dataset,
+                      root=root, audio_cfg=audio_cfg, import_cfg=import_cfg, seed=seed, progress=progress,
+                      parent_labels_removed=lambda: reader.parents_removed, notes=reader.notes, ontology=reader.ontology)

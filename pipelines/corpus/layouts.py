@@ -4,37 +4,42 @@ Each reader checks the layout up front (raising `LayoutError` naming the missing
 `Candidate`s row by row, so a metadata file with millions of rows is never loaded whole. A malformed metadata
 row becomes a candidate with a `problem` (it is quarantined, the import goes on).
 
+Labels: readers announce labels as the dataset writes them (`label_ids` = the dataset's own ids: MIDs for
+fsd50k/audioset, the raw category or folder name otherwise); the importer turns them into the manifest's label
+columns (`labels` = slugs, `label_names`, `label_mids`; see importers.normalise_labels).
+
 Layouts:
 - esc50:    ROOT/meta/esc50.csv (filename, fold, category, ...) and ROOT/audio/<filename>.
             Folds in `esc50_test_folds` -> test, `esc50_val_folds` -> val, the rest -> train.
 - fsd50k:   ROOT/ground_truth/dev.csv (fname, labels, mids, split) and/or eval.csv (fname, labels, mids); clips in
             ROOT/FSD50K.dev_audio|dev_audio|dev/<fname>.wav and ROOT/FSD50K.eval_audio|eval_audio|eval/<fname>.wav.
-            eval -> test, dev split column train/val. FSD50K labels include ancestors, so with an ontology
-            (ROOT/ontology.json or --ontology) parents of other labels are removed.
+            eval -> test, dev split column train/val. FSD50K labels include ancestors; parents of other labels
+            of a clip are removed with the ontology (--ontology, else ROOT/ontology.json, else the shipped one).
 - audioset: ROOT/*segments*.csv (`YTID, start_seconds, end_seconds, "mid,mid"`, '#' comment lines) plus the
-            ontology (ROOT/ontology.json or --ontology, required). Audio under ROOT/audio/ (else ROOT/), found
-            by file stem `<YTID>_<start>` (start as written, in whole seconds or in milliseconds),
+            ontology (--ontology, else ROOT/ontology.json, else the shipped one). Audio under ROOT/audio/ (else
+            ROOT/), found by file stem `<YTID>_<start>` (start as written, in whole seconds or in milliseconds),
             `<YTID>_<start>_<end>` or `<YTID>`, each optionally prefixed with "Y".
             CSVs named *eval* -> test; other clips get a seeded hash split into train/val.
 - folders:  ROOT/<class>/**/<audio file>, or ROOT/<train|val|test>/<class>/**/<audio file> to fix the splits.
+- stems:    ROOT/<mixture>/{mixture|mix}.<ext> + one file per source; see pipelines/corpus/stems.py.
 """
 from __future__ import annotations
 
 import csv
-import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 from pipelines.corpus.config import ImportConfig
 from pipelines.corpus.importers import Candidate, LayoutError
-from pipelines.corpus.ontology import Ontology
+from pipelines.corpus.ontology import Ontology, packaged_ontology
 
-log = logging.getLogger("stemforge.corpus.import")
+if TYPE_CHECKING:
+    from pipelines.corpus.stems import StemsReader
 
 AUDIO_EXTS = {".wav", ".flac", ".ogg", ".oga", ".mp3", ".m4a", ".aac", ".opus", ".aiff", ".aif", ".au", ".caf", ".w64", ".wma"}
-LAYOUTS = ("esc50", "fsd50k", "audioset", "folders")
+LAYOUTS = ("esc50", "fsd50k", "audioset", "folders", "stems")
 
 
 @dataclass
@@ -74,17 +79,16 @@ def _require_columns(path: Path, reader: csv.DictReader, columns: tuple[str, ...
         raise LayoutError(f"{path}: missing column(s) {missing}; found {reader.fieldnames}")
 
 
-def _pretty(label: str) -> str:
-    return label.replace("_", " ").strip()
-
-
-def load_ontology(root: Path, ontology_path: str | Path | None, required: bool) -> Ontology | None:
-    path = Path(ontology_path) if ontology_path else root / "ontology.json"
-    if path.is_file():
+def load_ontology(root: Path, ontology_path: str | Path | None) -> Ontology:
+    """--ontology when given (it must exist), else ROOT/ontology.json, else the ontology shipped with stemforge."""
+    if ontology_path:
+        path = Path(ontology_path)
+        if not path.is_file():
+            raise LayoutError(f"{path}: ontology file not found (given with --ontology)")
         return Ontology.load(path)
-    if ontology_path or required:
-        raise LayoutError(f"{path}: ontology.json not found (needed to name and de-duplicate AudioSet labels)")
-    return None
+    if (root / "ontology.json").is_file():
+        return Ontology.load(root / "ontology.json")
+    return packaged_ontology()
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -92,8 +96,11 @@ def load_ontology(root: Path, ontology_path: str | Path | None, required: bool) 
 
 def esc50(root: Path, cfg: ImportConfig) -> LayoutReader:
     meta = root / "meta" / "esc50.csv"
+    expects = "esc50 layout expects audio/ and meta/esc50.csv"
+    if not (root / "audio").is_dir():
+        raise LayoutError(f"{root / 'audio'}: not found ({expects})")
     if not meta.is_file():
-        raise LayoutError(f"{meta}: ESC-50 metadata not found (expected ROOT/meta/esc50.csv and ROOT/audio/)")
+        raise LayoutError(f"{meta}: not found ({expects})")
     reader, fh = _open_csv(meta)
     _require_columns(meta, reader, ("filename", "fold", "category"))
     fh.close()
@@ -114,7 +121,7 @@ def esc50(root: Path, cfg: ImportConfig) -> LayoutReader:
                     yield Candidate(f"esc50:line{line_no}", meta, [], [], problem=("bad_metadata", f"{meta}:{line_no}: empty filename"))
                     continue
                 split = "test" if fold in cfg.esc50_test_folds else "val" if fold in cfg.esc50_val_folds else "train"
-                labels = [_pretty(category)] if category else []
+                labels = [category] if category else []
                 yield Candidate(f"esc50:{Path(name).stem}", path, labels, [category] if category else [], split)
 
     return LayoutReader("esc50", "esc50", root, _count_data_lines(meta), rows())
@@ -135,18 +142,22 @@ def fsd50k(root: Path, cfg: ImportConfig, ontology_path: str | Path | None = Non
     parts = [(gt / "dev.csv", "dev"), (gt / "eval.csv", "eval")]
     present = [(p, kind) for p, kind in parts if p.is_file()]
     if not present:
-        raise LayoutError(f"{gt}: neither dev.csv nor eval.csv found (expected ROOT/ground_truth/dev.csv|eval.csv)")
+        where = f"{gt}: not found" if not gt.is_dir() else f"{gt}: neither dev.csv nor eval.csv found"
+        raise LayoutError(f"{where} (fsd50k layout expects ground_truth/dev.csv and/or ground_truth/eval.csv, "
+                          "audio in FSD50K.dev_audio/ and FSD50K.eval_audio/)")
     for path, kind in present:
         reader, fh = _open_csv(path)
         _require_columns(path, reader, ("fname", "labels", "mids"))
         fh.close()
-    ontology = load_ontology(root, ontology_path, required=False)
+    ontology = load_ontology(root, ontology_path)
     result = LayoutReader("fsd50k", "fsd50k", root, sum(_count_data_lines(p) for p, _ in present), iter(()), ontology=ontology)
-    if ontology is None:
-        result.notes.append("no ontology.json: FSD50K ancestor labels were kept, so many single-event clips count as multi-label scenes")
-        log.warning("fsd50k: no ontology.json under %s and no --ontology; ancestor labels are kept", root)
+    result.notes.append(f"parent labels removed with the ontology {ontology.source}")
     audio_dirs = {"dev": _first_dir(root, ("FSD50K.dev_audio", "dev_audio", "dev")),
                   "eval": _first_dir(root, ("FSD50K.eval_audio", "eval_audio", "eval"))}
+    for (_, kind) in present:
+        if not audio_dirs[kind].is_dir():
+            raise LayoutError(f"{audio_dirs[kind]}: not found (fsd50k layout expects the {kind} audio in "
+                              f"FSD50K.{kind}_audio/, {kind}_audio/ or {kind}/ next to ground_truth/)")
 
     def rows() -> Iterator[Candidate]:
         for csv_path, kind in present:
@@ -166,14 +177,11 @@ def fsd50k(root: Path, cfg: ImportConfig, ontology_path: str | Path | None = Non
                     else:
                         raw = (row.get("split") or "").strip().lower()
                         split = {"train": "train", "val": "val", "valid": "val", "validation": "val"}.get(raw)
-                    if ontology is not None:
-                        kept = ontology.remove_ancestors(mids)
-                        result.parents_removed += len(dict.fromkeys(mids)) - len(kept)
-                        by_mid = dict(zip(mids, names))
-                        mids = kept
-                        names = [ontology.name(m) or _pretty(by_mid[m]) for m in kept]
-                    else:
-                        names = [_pretty(n) for n in names]
+                    kept = ontology.remove_ancestors(mids)
+                    result.parents_removed += len(dict.fromkeys(mids)) - len(kept)
+                    by_mid = dict(zip(mids, names))
+                    names = [by_mid[m] for m in kept]
+                    mids = kept
                     yield Candidate(clip_id, path, names, mids, split)
 
     result._iter = rows()
@@ -211,9 +219,9 @@ def _audioset_stems(ytid: str, start: str, end: str) -> list[str]:
 def audioset(root: Path, cfg: ImportConfig, ontology_path: str | Path | None = None, seed: int = 0) -> LayoutReader:
     csvs = sorted(p for p in root.glob("*segments*.csv") if p.is_file())
     if not csvs:
-        raise LayoutError(f"{root}: no AudioSet segment CSV (*segments*.csv) found")
-    ontology = load_ontology(root, ontology_path, required=True)
-    assert ontology is not None
+        raise LayoutError(f"{root}/*segments*.csv: not found (audioset layout expects segment CSVs such as "
+                          "balanced_train_segments.csv in ROOT and the audio in ROOT/audio/ or ROOT/)")
+    ontology = load_ontology(root, ontology_path)
     audio_root = root / "audio" if (root / "audio").is_dir() else root
     index = _index_audio(audio_root)
     has_eval = any("eval" in p.name for p in csvs)
@@ -259,7 +267,8 @@ def audioset(root: Path, cfg: ImportConfig, ontology_path: str | Path | None = N
 def folders(root: Path, cfg: ImportConfig) -> LayoutReader:
     subdirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")) if root.is_dir() else []
     if not subdirs:
-        raise LayoutError(f"{root}: no class folders found (expected ROOT/<class>/<audio files>)")
+        raise LayoutError(f"{root}/<class>/: no class folder found (folders layout expects ROOT/<class>/<audio files> "
+                          "or ROOT/<train|val|test>/<class>/<audio files>)")
     split_layout = all(p.name in ("train", "val", "test") for p in subdirs)
     groups: list[tuple[str | None, Path]] = []
     if split_layout:
@@ -286,14 +295,16 @@ def folders(root: Path, cfg: ImportConfig) -> LayoutReader:
     def rows() -> Iterator[Candidate]:
         for split, label, path in files:
             rel = path.relative_to(root).as_posix()
-            yield Candidate(f"{result.dataset}:{rel}", path.resolve(), [_pretty(label)], [label], split)
+            yield Candidate(f"{result.dataset}:{rel}", path.resolve(), [label], [label], split)
 
     result._iter = rows()
     return result
 
 
-def open_layout(layout: str, root: str | Path, cfg: ImportConfig, ontology: str | Path | None = None, seed: int = 0) -> LayoutReader:
-    """Check `root` against `layout` and return its streamed reader."""
+def open_layout(layout: str, root: str | Path, cfg: ImportConfig, ontology: str | Path | None = None,
+                seed: int = 0) -> "LayoutReader | StemsReader":
+    """Check `root` against `layout` and return its streamed reader (`stems`: a StemsReader of mixture folders,
+    imported with `pipelines.corpus.stems.import_stems`)."""
     root = Path(root).resolve()
     if not root.is_dir():
         raise LayoutError(f"{root}: dataset root is not a directory")
@@ -305,4 +316,8 @@ def open_layout(layout: str, root: str | Path, cfg: ImportConfig, ontology: str 
         return audioset(root, cfg, ontology, seed)
     if layout == "folders":
         return folders(root, cfg)
+    if layout == "stems":
+        from pipelines.corpus.stems import stems_layout
+
+        return stems_layout(root, cfg)
     raise LayoutError(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")

@@ -4,13 +4,44 @@ Why: AudioSet and FSD50K label a clip with a class *and its ancestors* ("Bark", 
 "Animal"). ClearSep (App. A.2) removes every parent label that has a child label in the same clip so that a
 clip's labels are mutually exclusive events; otherwise a one-dog clip would look like a four-event scene and
 a query "Animal" would overlap the query "Dog".
+
+The official ontology ships as package data (`models/data/audioset_ontology.json`, CC BY-SA 4.0, licence notice in
+`models/data/README.md`) and is the default of the `fsd50k` and `audioset` layouts, so parent labels are removed
+even when a dataset copy comes without its `ontology.json`.
+
+Label slugs: AudioSet names carry commas ("Domestic animals, pets"); FSD50K writes the same class as
+`Domestic_animals_and_pets`. `label_slug` follows FSD50K's convention (", " -> " and ", other punctuation dropped)
+and then `models.labels.slug`, so both datasets key a class identically (`domestic_animals_and_pets`).
 """
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import resources
 from pathlib import Path
 from typing import Sequence
+
+from models.labels import slug
+
+_PUNCT = re.compile(r"[^\w\s\-]")
+
+
+def label_slug(name: str) -> str:
+    """Slug of a dataset or AudioSet label name: "Domestic animals, pets" -> "domestic_animals_and_pets"."""
+    return slug(_PUNCT.sub("", str(name).replace(",", " and ")))
+
+
+def packaged_ontology_path() -> Path:
+    """The AudioSet ontology shipped with stemforge (package data of `models`)."""
+    return Path(str(resources.files("models") / "data" / "audioset_ontology.json"))
+
+
+@lru_cache(maxsize=1)
+def packaged_ontology() -> "Ontology":
+    """The shipped ontology, parsed once per process."""
+    return Ontology.load(packaged_ontology_path())
 
 
 class OntologyError(ValueError):
@@ -24,6 +55,7 @@ class Ontology:
     source: str = "<memory>"
     _parents: dict[str, set[str]] = field(default_factory=dict, repr=False)
     _ancestor_cache: dict[str, frozenset[str]] = field(default_factory=dict, repr=False)
+    _by_slug: dict[str, str] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         for parent, kids in self.children.items():
@@ -56,6 +88,13 @@ class Ontology:
 
     def name(self, label_id: str) -> str | None:
         return self.names.get(label_id)
+
+    def mid_of(self, label: str) -> str | None:
+        """The id whose name has the same slug as `label` ("dog", "Dog" -> "/m/0bt9lr"); None when no class matches."""
+        if not self._by_slug:
+            for mid, name in self.names.items():
+                self._by_slug.setdefault(label_slug(name), mid)
+        return self._by_slug.get(label_slug(label))
 
     def ancestors(self, label_id: str) -> frozenset[str]:
         """All ids above `label_id` (transitively); cycles in a malformed ontology are tolerated."""

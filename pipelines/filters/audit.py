@@ -26,9 +26,9 @@ class AuditTruth(BaseStage):
     inputs = ("scene_id", "label", "target")
     outputs = ("true_sdr_db",)
 
-    def __init__(self, audit_manifest: str, audio: AudioConfig | dict[str, Any]) -> None:
+    def __init__(self, audit_manifest: str | None, audio: AudioConfig | dict[str, Any]) -> None:
         super().__init__()
-        self.audit_manifest = str(audit_manifest)
+        self.audit_manifest = None if audit_manifest is None else str(audit_manifest)  # None: a corpus without stems
         self.audio_cfg = AudioConfig.model_validate(section_dict(audio)).model_copy(update={"allow_silent": True, "min_duration_s": 0.0})
         self.stems: dict[str, dict[str, str]] | None = None
 
@@ -37,7 +37,7 @@ class AuditTruth(BaseStage):
             from storage.manifests import iter_rows
 
             stems: dict[str, dict[str, str]] = {}
-            for r in iter_rows(self.audit_manifest, expect="audit_stem"):
+            for r in iter_rows(self.audit_manifest, expect="audit_stem") if self.audit_manifest else ():
                 stems.setdefault(r["scene_id"], {})[r["label"]] = r["path"]
             self.stems = stems
 

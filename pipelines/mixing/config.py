@@ -131,6 +131,9 @@ class MixingConfig(Section):
     duration_s: float = Field(4.0, gt=0.0, description="length of every rendered tuple")
     split: str = Field("train", description="which manifest split the sources come from")
     max_uses_per_epoch: int = Field(2, ge=0, description="a source clip is used at most this often per epoch; 0 = unlimited")
+    max_redraws: int = Field(
+        8, ge=0, description="a tuple whose excerpt turns out silent is drawn again (new clips and excerpts, same key) up "
+                             "to this often, so --num N delivers N; unreadable sources are not redrawn (they are reported)")
     cache_clips: int = Field(512, ge=1, description="decoded source clips kept in the LRU cache")
     batch_size: int = Field(16, ge=1, description="tuples per stage batch")
     tune_allocator: bool = Field(

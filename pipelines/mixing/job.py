@@ -2,7 +2,10 @@
 
 Determinism: unit u (one draw of sources, which may yield several tuples) uses
 `default_rng([seed, recipe_id, 1, u])`; tuple i's own choices (silence augmentation, query mode, prompt template)
-use `default_rng([seed, recipe_id, 0, i])`. Planning is sequential only through the reuse ledger, and it touches no
+use `default_rng([seed, recipe_id, 0, i])`. A tuple whose excerpt turns out silent at render time is redrawn:
+attempt r >= 1 draws a fresh unit with `default_rng([seed, recipe_id, 2, i, r])` outside the reuse ledger (so it
+depends on i and r only, never on which worker renders it) and keeps the tuple's key; the reasons are kept in the
+spec's `info.redrawn`, so `mix rerender` renders the redrawn tuple. Planning is sequential only through the reuse ledger, and it touches no
 audio (clip durations come from the manifest), so planning 10k specs takes well under a second and a resumed job
 (or a Ray replica) re-plans to exactly the same specs. Rendering a spec needs only the spec and the source files.
 """
@@ -30,6 +33,7 @@ log = logging.getLogger("stemforge.mixing")
 
 TUPLE_STREAM = 0
 UNIT_STREAM = 1
+REDRAW_STREAM = 2
 
 
 def make_key(recipe: str, seed: int, index: int) -> str:
@@ -52,6 +56,7 @@ class MixPlanner:
         self.ledger = UsageLedger(cfg.max_uses_per_epoch)
         self._specs: list[MixSpec] = []
         self._unit = 0
+        self._unit_first: list[int] = []  # index of the first tuple of each planned unit
 
     @property
     def epoch(self) -> int:
@@ -68,22 +73,38 @@ class MixPlanner:
                 if attempt == 1:
                     raise PoolError(f"recipe {self.recipe.name}: even a fresh epoch cannot serve unit {self._unit}: {exc}") from exc
                 self.ledger.new_epoch()
+        self._unit_first.append(len(self._specs))
         for draft in drafts:
             index = len(self._specs)
             trng = np.random.default_rng([self.seed, rid, TUPLE_STREAM, index])
-            tlabels = _labels(draft.components, "target")
-            rlabels = _labels(draft.components, "residual")
-            q = choose_queries(trng, self.cfg.queries, draft.operator, tlabels, rlabels, self.pool.classes)
-            info = dict(draft.info, unit=self._unit, epoch=self.ledger.epoch)
-            self._specs.append(MixSpec(
-                key=make_key(self.recipe.name, self.seed, index), recipe=self.recipe.name, seed=self.seed, index=index,
-                sample_rate=self.sample_rate, duration_s=self.cfg.duration_s, components=draft.components,
-                operator=q.operator, prompt=q.prompt, query_mode=q.query_mode, positive_labels=q.positive_labels,
-                negative_labels=q.negative_labels, silent_target=q.silent_target, groups=draft.groups,
-                peak_limit=self.cfg.loudness.peak_limit, frame_s=self.cfg.loudness.frame_s, gate_db=self.cfg.loudness.gate_db,
-                span_params=self.cfg.spans.model_dump(),
-                info=info))
+            self._specs.append(self._make_spec(index, draft, trng, dict(draft.info, unit=self._unit, epoch=self.ledger.epoch)))
         self._unit += 1
+
+    def _make_spec(self, index: int, draft: Any, trng: np.random.Generator, info: dict[str, Any]) -> MixSpec:
+        tlabels = _labels(draft.components, "target")
+        rlabels = _labels(draft.components, "residual")
+        q = choose_queries(trng, self.cfg.queries, draft.operator, tlabels, rlabels, self.pool.classes)
+        return MixSpec(
+            key=make_key(self.recipe.name, self.seed, index), recipe=self.recipe.name, seed=self.seed, index=index,
+            sample_rate=self.sample_rate, duration_s=self.cfg.duration_s, components=draft.components,
+            operator=q.operator, prompt=q.prompt, query_mode=q.query_mode, positive_labels=q.positive_labels,
+            negative_labels=q.negative_labels, silent_target=q.silent_target, groups=draft.groups,
+            peak_limit=self.cfg.loudness.peak_limit, frame_s=self.cfg.loudness.frame_s, gate_db=self.cfg.loudness.gate_db,
+            span_params=self.cfg.spans.model_dump(),
+            info=info)
+
+    def redraw(self, index: int, attempt: int, reasons: list[str]) -> MixSpec:
+        """Replacement for tuple `index` (attempt >= 1): a fresh unit of the recipe, the draft at the tuple's position
+        in its unit, same key; `reasons` (why earlier attempts failed) go into `info.redrawn`."""
+        base = self.spec(index)
+        unit = int(base.info["unit"])
+        rid = self.recipe.recipe_id
+        rng = np.random.default_rng([self.seed, rid, REDRAW_STREAM, index, attempt])
+        drafts = self.recipe.plan_unit(rng, UsageLedger(0))
+        draft = drafts[(index - self._unit_first[unit]) % len(drafts)]
+        trng = np.random.default_rng([self.seed, rid, REDRAW_STREAM, index, attempt, TUPLE_STREAM])
+        return self._make_spec(index, draft, trng, dict(draft.info, unit=unit, epoch=base.info["epoch"], redraw=attempt,
+                                                        redrawn=list(reasons)))
 
     def spec(self, index: int) -> MixSpec:
         if index < 0:
@@ -99,6 +120,11 @@ def _labels(components, role: str) -> list[str]:
         if c.role == role:
             out.extend(label for label in c.labels if label not in out)
     return out
+
+
+def _redrawable(exc: Exception) -> bool:
+    """Silent excerpts (and wholly silent source files) are redrawn; unreadable sources are reported instead."""
+    return isinstance(exc, RenderError) or (isinstance(exc, AudioError) and exc.kind == "silent")
 
 
 def build_pool(cfg: MixingConfig, sources: str | Path | None = None, stems_dir: str | Path | None = None) -> SourcePool:
@@ -146,9 +172,19 @@ class MixStage(BaseStage):
             self.cache = ClipCache(self.audio_cfg, self.cfg.cache_clips)
 
     def render_index(self, index: int) -> RenderedTuple:
+        """Tuple `index` as delivered: its planned spec, or the first redraw that renders (raises the last error)."""
         self.setup()
         assert self.planner is not None and self.cache is not None
-        return render(self.planner.spec(int(index)), self.cache, self.cfg.spans)
+        reasons: list[str] = []
+        for attempt in range(self.cfg.max_redraws + 1):
+            spec = self.planner.spec(int(index)) if attempt == 0 else self.planner.redraw(int(index), attempt, reasons)
+            try:
+                return render(spec, self.cache, self.cfg.spans)
+            except (RenderError, AudioError) as exc:
+                if not _redrawable(exc) or attempt == self.cfg.max_redraws:
+                    raise
+                reasons.append(str(exc))
+        raise AssertionError("unreachable")
 
     def __call__(self, batch: Batch) -> Batch:
         self.setup()
@@ -159,7 +195,9 @@ class MixStage(BaseStage):
             out["index"].append(int(index))
             out["__key__"].append(spec.key)
             try:
-                rendered = render(spec, self.cache, self.cfg.spans)
+                rendered = self.render_index(int(index))
+                if rendered.spec.info.get("redraw"):
+                    log.debug("%s redrawn (%d): %s", spec.key, rendered.spec.info["redraw"], rendered.spec.info["redrawn"][-1])
                 out["sample"].append(to_shard_sample(rendered, self.config_hash, self.cfg.flac_compression_level,
                                                      self.cfg.encode_threads))
                 out["error"].append(None)

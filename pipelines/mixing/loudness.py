@@ -62,3 +62,20 @@ def snr_db(a: np.ndarray, b: np.ndarray, sample_rate: int, frame_s: float = 0.05
 
 def db_to_gain(db: float) -> float:
     return float(10.0 ** (db / 20.0))
+
+
+ACTIVE_RANGE_DB = 40.0  # a frame sounds when within this of the clip's loudest frame (wider than the level gate)
+
+
+def active_span(x: np.ndarray, sample_rate: int, frame_s: float = 0.05, range_db: float = ACTIVE_RANGE_DB) -> tuple[float, float] | None:
+    """(start_s, end_s) from the first to the last sounding frame; None for an all-zero signal.
+
+    Why: ESC-50-style clips hold a 1-s event padded with digital silence to 5 s; an excerpt cut at random from the
+    whole clip is often silent, so the importer records this span and mixing cuts excerpts inside it."""
+    powers = frame_powers(x, sample_rate, frame_s)
+    if powers.size == 0 or float(powers.max()) <= 0.0:
+        return None
+    on = np.flatnonzero(powers >= float(powers.max()) * 10.0 ** (-range_db / 10.0))
+    n = max(1, int(round(frame_s * sample_rate)))
+    total = np.asarray(x).shape[-1] / sample_rate
+    return round(on[0] * n / sample_rate, 6), round(min(total, (on[-1] + 1) * n / sample_rate), 6)

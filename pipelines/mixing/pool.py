@@ -15,7 +15,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from storage.audio import SOUNDFILE_EXTS, AudioConfig, load_audio, probe
-from storage.manifests import ManifestError, iter_rows
+from storage.manifests import ManifestError, available_columns, iter_rows
 
 
 class PoolExhausted(RuntimeError):
@@ -34,6 +34,7 @@ class SourceEntry:
     domain: str
     duration_s: float
     group: str | None = None  # multitrack song for aligned stems
+    active: tuple[float, float] | None = None  # (start_s, end_s) of the sounding part; None = the whole clip
 
     @property
     def klass(self) -> str:
@@ -66,6 +67,12 @@ class UsageLedger:
         self.version += 1
 
 
+def _active(row: dict) -> tuple[float, float] | None:
+    """The manifest's active span of a clip when recorded (imports since issue 13), else None."""
+    a, b = row.get("active_start_s"), row.get("active_end_s")
+    return None if a is None or b is None or b <= a else (float(a), float(b))
+
+
 class SourcePool:
     """Clips grouped by class; draws respect a ledger and exclusion sets so target and residual classes differ."""
 
@@ -92,7 +99,9 @@ class SourcePool:
     def from_manifest(cls, manifest: str | Path, split: str | None = "train") -> "SourcePool":
         """Clean-source pool from a `source_clip` manifest (optionally one split)."""
         try:
-            rows = list(iter_rows(manifest, columns=["clip_id", "path", "labels", "domain", "duration_s", "split"], expect="source_clip"))
+            columns = ["clip_id", "path", "labels", "domain", "duration_s", "split"]
+            columns += available_columns(manifest, ["active_start_s", "active_end_s"], expect="source_clip")
+            rows = list(iter_rows(manifest, columns=columns, expect="source_clip"))
         except ManifestError as exc:
             raise PoolError(str(exc)) from exc
         entries = []
@@ -101,7 +110,8 @@ class SourcePool:
                 continue
             if not row["labels"]:
                 raise PoolError(f"{manifest}: clip {row['clip_id']} has no labels")
-            entries.append(SourceEntry(row["clip_id"], row["path"], tuple(row["labels"]), row["domain"], float(row["duration_s"])))
+            entries.append(SourceEntry(row["clip_id"], row["path"], tuple(row["labels"]), row["domain"], float(row["duration_s"]),
+                                       active=_active(row)))
         if not entries:
             raise PoolError(f"{manifest}: no clips in split {split!r}")
         return cls(entries, name=str(manifest))
@@ -110,10 +120,12 @@ class SourcePool:
     def from_scenes(cls, manifest: str | Path, split: str | None = "train") -> "SourcePool":
         """In-the-wild pool from a `natural_scene` manifest: labels = the scene's event labels, domain 'wild'."""
         try:
-            rows = list(iter_rows(manifest, columns=["clip_id", "path", "event_labels", "duration_s", "split"], expect="natural_scene"))
+            columns = ["clip_id", "path", "event_labels", "duration_s", "split"]
+            columns += available_columns(manifest, ["active_start_s", "active_end_s"], expect="natural_scene")
+            rows = list(iter_rows(manifest, columns=columns, expect="natural_scene"))
         except ManifestError as exc:
             raise PoolError(str(exc)) from exc
-        entries = [SourceEntry(r["clip_id"], r["path"], tuple(r["event_labels"]), "wild", float(r["duration_s"]))
+        entries = [SourceEntry(r["clip_id"], r["path"], tuple(r["event_labels"]), "wild", float(r["duration_s"]), active=_active(r))
                    for r in rows if (not split or r["split"] == split) and r["event_labels"]]
         if not entries:
             raise PoolError(f"{manifest}: no labelled scenes in split {split!r}")

@@ -1,15 +1,22 @@
-"""Text prompts: our own paraphrase templates (extraction and removal) and a label -> phrase map.
+"""Text prompts: our own paraphrase templates (extraction and removal) over the label -> phrase map.
 
 Why phrases and not bare labels: separators are queried with language ("a dog barking"), and the demo's CLAP and
 judge are trained on the same phrases, so labels from the demo catalogue, ESC-50 and common AudioSet classes map
-to a short noun or verb phrase. Unknown labels fall back to the label itself (lower-cased, underscores -> spaces),
-so an imported dataset with new classes still gets sensible prompts.
+to a short noun or verb phrase. The map and `phrase_for` live in `models.labels` (the separator's inference turns
+a label-like query into the same phrase, and models cannot import pipelines); they are re-exported here. Labels
+are looked up by slug (`Door_Knock` finds "door knock"); unknown labels fall back to their display form
+(lower case, `_` / `-` -> spaces), so an imported dataset with new classes still gets sensible prompts.
 """
 from __future__ import annotations
 
 from typing import Sequence
 
 import numpy as np
+
+from models.labels import LABEL_PHRASES, phrase_for
+
+__all__ = ["EXTRACT_TEMPLATES", "REMOVE_TEMPLATES", "LABEL_PHRASES", "phrase_for", "join_phrases", "query_text",
+           "make_prompt"]
 
 EXTRACT_TEMPLATES: tuple[str, ...] = (
     "{x}",
@@ -61,162 +68,6 @@ REMOVE_TEMPLATES: tuple[str, ...] = (
     "make {x} disappear",
     "subtract {x} from the mix",
 )
-
-# label (lower case) -> phrase. Demo catalogue first, then ESC-50, then frequent AudioSet classes.
-LABEL_PHRASES: dict[str, str] = {
-    # demo catalogue (pipelines/corpus/classes.py)
-    "male speech": "a man speaking",
-    "female speech": "a woman speaking",
-    "whistling": "someone whistling a tune",
-    "piano": "piano playing",
-    "violin": "a violin playing",
-    "flute": "a flute playing",
-    "drums": "a drum kit playing a beat",
-    "bass guitar": "a bass guitar playing",
-    "dog": "a dog barking",
-    "siren": "a siren wailing",
-    "bird": "a bird chirping",
-    "clock": "a clock ticking",
-    "door knock": "knocking on a door",
-    "engine": "an engine idling",
-    "rain": "rain falling",
-    "telephone": "a telephone ringing",
-    # ESC-50
-    "rooster": "a rooster crowing",
-    "pig": "a pig oinking",
-    "cow": "a cow mooing",
-    "frog": "a frog croaking",
-    "cat": "a cat meowing",
-    "hen": "a hen clucking",
-    "insects": "insects buzzing",
-    "sheep": "a sheep bleating",
-    "crow": "a crow cawing",
-    "sea waves": "sea waves crashing",
-    "crackling fire": "a fire crackling",
-    "crickets": "crickets chirping",
-    "chirping birds": "birds chirping",
-    "water drops": "water dripping",
-    "wind": "wind blowing",
-    "pouring water": "water being poured",
-    "toilet flush": "a toilet flushing",
-    "thunderstorm": "thunder rumbling",
-    "crying baby": "a baby crying",
-    "sneezing": "someone sneezing",
-    "clapping": "people clapping",
-    "breathing": "someone breathing",
-    "coughing": "someone coughing",
-    "footsteps": "footsteps",
-    "laughing": "someone laughing",
-    "brushing teeth": "someone brushing teeth",
-    "snoring": "someone snoring",
-    "drinking sipping": "someone sipping a drink",
-    "door wood knock": "knocking on a wooden door",
-    "mouse click": "a computer mouse clicking",
-    "keyboard typing": "typing on a keyboard",
-    "door wood creaks": "a wooden door creaking",
-    "can opening": "a can being opened",
-    "washing machine": "a washing machine running",
-    "vacuum cleaner": "a vacuum cleaner running",
-    "clock alarm": "an alarm clock ringing",
-    "clock tick": "a clock ticking",
-    "glass breaking": "glass breaking",
-    "helicopter": "a helicopter flying",
-    "chainsaw": "a chainsaw running",
-    "car horn": "a car horn honking",
-    "train": "a train passing",
-    "church bells": "church bells ringing",
-    "airplane": "an airplane flying overhead",
-    "fireworks": "fireworks exploding",
-    "hand saw": "someone sawing wood",
-    # frequent AudioSet classes
-    "speech": "a person speaking",
-    "male speech, man speaking": "a man speaking",
-    "female speech, woman speaking": "a woman speaking",
-    "child speech, kid speaking": "a child speaking",
-    "conversation": "people talking",
-    "singing": "someone singing",
-    "music": "music playing",
-    "guitar": "a guitar playing",
-    "electric guitar": "an electric guitar playing",
-    "acoustic guitar": "an acoustic guitar playing",
-    "drum": "a drum being played",
-    "drum kit": "a drum kit playing a beat",
-    "bass drum": "a bass drum thumping",
-    "snare drum": "a snare drum",
-    "cymbal": "a cymbal crashing",
-    "trumpet": "a trumpet playing",
-    "saxophone": "a saxophone playing",
-    "cello": "a cello playing",
-    "organ": "an organ playing",
-    "synthesizer": "a synthesizer playing",
-    "harmonica": "a harmonica playing",
-    "accordion": "an accordion playing",
-    "vocals": "someone singing",
-    "bass": "a bass line",
-    "other": "other instruments",
-    "animal": "an animal making noise",
-    "dog bark": "a dog barking",
-    "bark": "a dog barking",
-    "howl": "an animal howling",
-    "bird vocalization, bird call, bird song": "a bird singing",
-    "bird song": "a bird singing",
-    "horse": "a horse neighing",
-    "duck": "a duck quacking",
-    "vehicle": "a vehicle passing",
-    "car": "a car driving by",
-    "motorcycle": "a motorcycle revving",
-    "truck": "a truck rumbling",
-    "bus": "a bus passing",
-    "aircraft": "an aircraft flying",
-    "emergency vehicle": "an emergency vehicle siren",
-    "ambulance (siren)": "an ambulance siren",
-    "police car (siren)": "a police siren",
-    "alarm": "an alarm going off",
-    "bell": "a bell ringing",
-    "doorbell": "a doorbell ringing",
-    "telephone bell ringing": "a telephone ringing",
-    "ringtone": "a phone ringtone",
-    "knock": "knocking",
-    "door": "a door opening and closing",
-    "applause": "people applauding",
-    "cheering": "a crowd cheering",
-    "crowd": "a crowd murmuring",
-    "laughter": "people laughing",
-    "baby cry, infant cry": "a baby crying",
-    "cough": "someone coughing",
-    "sneeze": "someone sneezing",
-    "walk, footsteps": "footsteps",
-    "water": "water flowing",
-    "stream": "a stream flowing",
-    "ocean": "ocean waves",
-    "waves, surf": "waves crashing",
-    "thunder": "thunder rumbling",
-    "fire": "a fire crackling",
-    "explosion": "an explosion",
-    "gunshot, gunfire": "gunshots",
-    "hammer": "hammering",
-    "power tool": "a power tool whirring",
-    "drill": "a drill whirring",
-    "typing": "someone typing",
-    "writing": "someone writing",
-    "dishes, pots, and pans": "dishes clattering",
-    "frying (food)": "food frying",
-    "microwave oven": "a microwave humming",
-    "tick-tock": "a clock ticking",
-    "wind noise (microphone)": "wind noise on the microphone",
-    "noise": "background noise",
-    "hum": "a low hum",
-    "buzz": "a buzzing sound",
-    "silence": "silence",
-}
-
-
-def phrase_for(label: str) -> str:
-    """Phrase for a label; falls back to the label itself so unknown classes still read naturally."""
-    key = label.strip().lower()
-    if key in LABEL_PHRASES:
-        return LABEL_PHRASES[key]
-    return key.replace("_", " ")
 
 
 def join_phrases(phrases: Sequence[str]) -> str:

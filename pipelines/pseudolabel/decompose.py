@@ -1,7 +1,10 @@
 """ClearSep decomposition queries (§3.3, App. A.2): one query per event label, the other labels as negatives.
 
-Labels are made mutually exclusive first: duplicates are removed and, when an ontology is given, a parent label
-whose child is also present is dropped (a scene tagged "music" and "piano" is queried for "piano" only).
+Labels are made mutually exclusive first: duplicates are removed (compared by `models.labels.slug`, so `Dog` and
+`dog` are one label; the first written form is kept) and, when an ontology is given, a parent label whose child is
+also present is dropped (a scene tagged "music" and "piano" is queried for "piano" only). Texts are the label
+phrases (`phrase_for`, looked up by slug): the canonical text the separator encodes a label-like query as, so a
+pseudo-label asks exactly what `stemforge separate` asks for the same label in any written form.
 A scene with m exclusive labels yields m queries and so m tracks, each with its own residual.
 """
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
+from models.labels import unique_labels
 from pipelines.mixing.prompts import phrase_for, query_text
 
 
@@ -31,12 +35,8 @@ class Query:
 
 
 def exclusive_labels(labels: Sequence[str], is_ancestor: Callable[[str, str], bool] | None = None) -> list[str]:
-    """Order-preserving de-duplication, then drop every label that is an ancestor of another present label."""
-    seen: list[str] = []
-    for label in labels:
-        label = label.strip()
-        if label and label not in seen:
-            seen.append(label)
+    """Order-preserving de-duplication by slug, then drop every label that is an ancestor of another present label."""
+    seen = unique_labels(labels)
     if is_ancestor is None:
         return seen
     return [a for a in seen if not any(a != b and is_ancestor(a, b) for b in seen)]

@@ -33,7 +33,7 @@ from typing import Any, Callable, Mapping
 
 import pyarrow.parquet as pq
 
-from storage.atomic import atomic_write_text
+from storage.atomic import atomic_write_text, fsync_dir
 from storage.shards.config import ShardConfig
 from storage.shards.index import (ShardIndexError, index_dir, index_path, index_row, read_index,
                                   read_sample_range, write_shard_index)
@@ -250,14 +250,23 @@ class Committer:
 
 
 def _publish(out_dir: Path, writer: TarShardWriter, rows: list[dict[str, Any]], sample_range: tuple[int, int]) -> None:
-    """Commit one shard: tar (fsync + rename) first, then its index part, which marks it committed."""
+    """Commit one shard: tar (fsync + rename) first, then its index part, which marks it committed.
+
+    If the index part cannot be written (a full disk, say) the tar is withdrawn again, so a failed run leaves no
+    shard under a final name that its index does not vouch for (a kill between the two steps still can; the next
+    writer of the group removes that one)."""
     try:
         info: ShardInfo | None = writer.commit()
     except BaseException:
         writer.abort()
         raise
     if info is not None:
-        write_shard_index(out_dir, info.name, rows, sample_range)
+        try:
+            write_shard_index(out_dir, info.name, rows, sample_range)
+        except BaseException:
+            info.path.unlink(missing_ok=True)
+            fsync_dir(out_dir)
+            raise
 
 
 def read_group_record(out_dir: str | Path, plan: StorePlan, j: int) -> dict[str, Any] | None:

@@ -9,7 +9,8 @@ re-reading the tar.
 
 A shard is written to `.<name>.<random>.tmp` next to its final path, fsynced and renamed only on `commit()`; an
 aborted or killed writer leaves at most a temp file (removed by the next run), never a truncated `.tar` under a final
-name, and a writer that received no sample never creates a file at all.
+name, and a writer that received no sample never creates a file at all. A full disk raises
+`storage.errors.DiskFullError` naming the shard's final path; the caller's `abort()` then removes the temp file.
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from storage.atomic import fsync_dir
-from storage.errors import reconstructible
+from storage.errors import disk_full_names, reconstructible
 
 BLOCK = tarfile.BLOCKSIZE  # 512
 RECORD = tarfile.RECORDSIZE  # 20 blocks; tarfile pads the archive end to a whole record
@@ -260,11 +261,12 @@ class TarShardWriter:
                 buffers.append(b"\0" * pad)
             self._offset += len(data) + pad
         assert self._fd is not None
-        _write_all(self._fd, buffers)
-        span = SampleSpan(key, start, self._offset - start, tuple(spans))
-        self._spans.append(span)
-        self._keys.add(key)
-        self._maybe_sync()
+        with disk_full_names(self.final_path):
+            _write_all(self._fd, buffers)
+            span = SampleSpan(key, start, self._offset - start, tuple(spans))
+            self._spans.append(span)
+            self._keys.add(key)
+            self._maybe_sync()
         return span
 
     def commit(self) -> ShardInfo | None:
@@ -272,12 +274,13 @@ class TarShardWriter:
         if self._fd is None:
             return None
         assert self._tmp is not None
-        end = self.final_size() - self._offset
-        _write_all(self._fd, [b"\0" * end])
-        self._offset += end
-        self._wait_sync()
-        if self.fsync:
-            os.fsync(self._fd)
+        with disk_full_names(self.final_path):
+            end = self.final_size() - self._offset
+            _write_all(self._fd, [b"\0" * end])
+            self._offset += end
+            self._wait_sync()
+            if self.fsync:
+                os.fsync(self._fd)
         os.close(self._fd)
         self._fd = None
         os.replace(self._tmp, self.final_path)

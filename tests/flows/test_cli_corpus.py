@@ -141,7 +141,8 @@ def test_import_cli_exit_codes_for_unusable_data(tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
     missing_meta = run("corpus", "import", "--layout", "esc50", "--root", str(empty), "--out", str(tmp_path / "o2"))
-    assert missing_meta.exit_code == EXIT_DATA and "esc50.csv" in missing_meta.stderr
+    assert missing_meta.exit_code == EXIT_DATA
+    assert f"{empty.resolve() / 'audio'}: not found (esc50 layout expects audio/ and meta/esc50.csv)" in missing_meta.stderr
     no_root = run("corpus", "import", "--layout", "esc50", "--root", str(tmp_path / "nope"), "--out", str(tmp_path / "o3"))
     assert no_root.exit_code == EXIT_USAGE
     bad_layout = run("corpus", "import", "--layout", "musdb", "--root", str(empty), "--out", str(tmp_path / "o4"))
@@ -167,6 +168,23 @@ def test_import_cli_every_layout(tmp_path: Path, layout: str, build, sources: in
     assert (counts["imported_sources"], counts["imported_scenes"], counts["quarantined"]) == (sources, scenes, quarantined)
     assert len(list(mf.iter_rows(out / "manifests" / "sources", expect="source_clip"))) == sources
     assert yaml.safe_load((out / "config.resolved.yaml").read_text())["corpus"]["importer"]["batch_rows"] == 1000
+
+
+def test_import_cli_stems_layout(tmp_path: Path) -> None:
+    root, out = tmp_path / "evalset", tmp_path / "corpus"
+    fx.make_stems(root)
+    result = run("corpus", "import", "--layout", "stems", "--root", str(root), "--out", str(out))
+    assert result.exit_code == EXIT_OK, result.output
+    assert "audit stems  5 (mixtures: 1 sum, 1 not_sum at 30 dB)" in result.stderr
+    report = json.loads((out / "import_report.json").read_text())
+    assert report["counts"]["imported_scenes"] == 2 and report["counts"]["quarantined"] == 3
+    assert mf.count_rows(out / "manifests" / "audit") == 5
+    empty = tmp_path / "no-mixtures"
+    (empty / "song").mkdir(parents=True)
+    bad = run("corpus", "import", "--layout", "stems", "--root", str(empty), "--out", str(tmp_path / "o"))
+    assert bad.exit_code == EXIT_DATA and f"{empty.resolve() / 'song'}/mixture.<ext>: not found" in bad.stderr
+    helptext = run("corpus", "import", "--help").output
+    assert "stem_<label>.<ext>" in helptext and "mixture.<ext> (or mix.<ext>)" in helptext and "not_sum" in helptext
 
 
 def test_registry_reports_absent_command_module_clearly() -> None:

@@ -132,3 +132,49 @@ def test_mix_with_two_ray_workers_reports_every_failed_tuple(ray_local, tmp_path
     assert _run([*base, "--out", str(ref_store), *INPROC]).exit_code == 0
     assert json.loads((ref_store / "mix_report.json").read_text())["errors"] == report["errors"]
     assert {p.name: p.read_bytes() for p in ray_store.glob("*.tar")} == {p.name: p.read_bytes() for p in ref_store.glob("*.tar")}
+
+
+def test_mix_split_chooses_the_source_split(tmp_path: Path, corpus: Path) -> None:
+    from storage import manifests as mf
+
+    rows = list(mf.iter_rows(corpus))
+    val_ids = {r["clip_id"] for r in rows[1::2]}
+    split_manifest = tmp_path / "split-sources"
+    mf.write_manifest(split_manifest, mf.SOURCE_CLIP_SCHEMA, [dict(r, split="val" if r["clip_id"] in val_ids else "train") for r in rows])
+    out = tmp_path / "val-shards"
+    result = _run(["mix", "--sources", str(split_manifest), "--split", "val", "--num", "6", "--out", str(out), *INPROC])
+    assert result.exit_code == 0, result.output
+    used = {cid for s in _samples(out).values() for cid in json.loads(s["json"])["lineage"]["source_clip_ids"]}
+    assert used and used <= val_ids
+    assert json.loads((out / "mix_report.json").read_text())["split"] == "val"
+    bad = _run(["mix", "--sources", str(split_manifest), "--split", "nope", "--num", "2", "--out", str(tmp_path / "x"), *INPROC])
+    assert bad.exit_code == 2
+
+
+def test_mix_num_delivers_exactly_n_despite_silent_excerpts(tmp_path: Path) -> None:
+    """Clips of 5 s that sound for 2.5 s, in a manifest without active spans: many first draws cut a silent excerpt;
+    each such tuple is redrawn, so --num 24 writes 24 tuples and drops none."""
+    from storage import manifests as mf
+
+    sr, rows, rng = 16000, [], np.random.default_rng(0)
+    for c, label in enumerate(("dog", "siren", "rain", "piano")):
+        for j in range(3):
+            x = np.zeros(5 * sr, dtype=np.float32)
+            at = int(rng.uniform(0.1, 2.4) * sr)
+            x[at:at + int(2.5 * sr)] = 0.3 * np.sin(2 * np.pi * (200 + 90 * c + 11 * j) * np.arange(int(2.5 * sr)) / sr)
+            path = tmp_path / "clips" / f"{label}-{j}.wav"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            sf.write(path, x, sr, subtype="FLOAT")
+            rows.append({"clip_id": f"{label}-{j}", "path": str(path), "sample_rate": sr, "num_frames": x.size,
+                         "duration_s": 5.0, "labels": [label], "label_ids": [label], "domain": "sound", "split": "train",
+                         "content_hash": mf.file_hash(path), "dataset": "padded"})
+    manifest = tmp_path / "sources"
+    mf.write_manifest(manifest, mf.SOURCE_CLIP_SCHEMA, rows)
+    out = tmp_path / "shards"
+    result = _run(["mix", "--sources", str(manifest), "--recipe", "promptsep", "--num", "24", "--out", str(out),
+                   "--set", "mixing.duration_s=2.0", "--set", "shards.max_count=8", "--quiet", "--set", "engine.backend=inprocess"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "mix_report.json").read_text())
+    assert report["written"] == 24 and report["dropped"] == 0 and report["errors"] == []
+    infos = [json.loads(s["json"])["spec"]["info"] for s in _samples(out).values()]
+    assert any(i.get("redraw") for i in infos)

@@ -111,3 +111,82 @@ def test_cli_errors_are_clear(tmp_path: Path) -> None:
     empty.mkdir()
     res = CliRunner().invoke(cli, ["train", "separator", "--shards", str(empty), "--out", str(tmp_path / "c.pt"), *SMALL])
     assert res.exit_code == 3 and "no shard index" in res.output
+
+
+def test_separate_says_when_the_presence_gate_silenced_the_query(tmp_path: Path) -> None:
+    """A closed gate is no longer a silent file and a number: stderr names the query, presence and threshold and
+    the exit code is EXIT_GATED; --no-gate returns the mask output; both flags at once are a usage error."""
+    from flows.common import EXIT_GATED
+    from storage.audio import AudioConfig
+
+    ckpt = untrained_checkpoint(tmp_path / "u.pt")
+    wav, out = tmp_path / "in.wav", tmp_path / "out.wav"
+    write_audio(wav, next(iter(synthetic_samples(1, seconds=1.2, seed=4)))["mix"], 16000)
+    base = ["separate", "--separator", str(ckpt), "--audio", str(wav), "--out", str(out), "--device", "cpu", "-q"]
+    res = CliRunner().invoke(cli, [*base, "--query", "violin", "--gate-threshold", "1.0"])
+    assert res.exit_code == EXIT_GATED == 4, res.output
+    assert "presence gate silenced query 'violin' (asked as 'a violin playing')" in res.stderr
+    assert "threshold 1.00" in res.stderr and "--no-gate" in res.stderr
+    info = json.loads(res.stdout.strip().splitlines()[-1])
+    assert info["gated_share"] == 1.0 and f"presence {info['presence']:.3f}" in res.stderr
+    assert out.is_file() and not np.any(load_audio(out, AudioConfig(allow_silent=True)))
+    res = CliRunner().invoke(cli, [*base, "--query", "violin", "--no-gate"])
+    assert res.exit_code == 0 and "warning" not in res.stderr, res.output
+    assert json.loads(res.stdout.strip().splitlines()[-1])["gate_threshold"] == 0.0 and np.any(load_audio(out))
+    res = CliRunner().invoke(cli, [*base, "--query", "violin", "--no-gate", "--gate-threshold", "0.3"])
+    assert res.exit_code == 2 and "not both" in res.output
+
+
+def test_separate_asks_a_label_the_same_way_in_any_written_form(tmp_path: Path) -> None:
+    ckpt = untrained_checkpoint(tmp_path / "u.pt")
+    wav = tmp_path / "in.wav"
+    write_audio(wav, next(iter(synthetic_samples(1, seconds=1.2, seed=4)))["mix"], 16000)
+    texts, outs = set(), []
+    for i, form in enumerate(["alarm_clock", "Alarm clock", "ALARM CLOCK", "Alarm_Clock", "alarm-clock"]):
+        out = tmp_path / f"o{i}.wav"
+        res = _invoke(["separate", "--separator", str(ckpt), "--audio", str(wav), "--query", form, "--no-gate",
+                       "--out", str(out), "--device", "cpu", "-q"])
+        assert res.exit_code == 0, res.output
+        texts.add(json.loads(res.stdout.strip().splitlines()[-1])["query_text"])
+        outs.append(out.read_bytes())
+    assert texts == {"alarm clock"} and len(set(outs)) == 1
+
+
+def test_evaluate_names_what_it_expected(tmp_path: Path) -> None:
+    """A sources-only import has no scenes; scenes without audit stems have no ground truth; a stem file listed in
+    the audit manifest but missing on disk is named with its scene: each a clear error with EXIT_DATA."""
+    from pipelines.corpus.config import DemoConfig
+    from pipelines.corpus.demo import generate_demo
+    from storage.manifests import iter_rows
+
+    ckpt = untrained_checkpoint(tmp_path / "u.pt")
+    root = tmp_path / "clips"
+    for c in ("dog", "siren"):
+        (root / c).mkdir(parents=True)
+        for i in range(2):
+            write_audio(root / c / f"{i}.wav", 0.1 * np.random.default_rng(i).standard_normal(16000).astype(np.float32), 16000)
+    imported = tmp_path / "imported"
+    assert _invoke(["corpus", "import", "--layout", "folders", "--root", str(root), "--out", str(imported), "-q"]).exit_code == 0
+    ev = ["evaluate", "--separator", str(ckpt), "--device", "cpu", "-q", "--test"]
+    res = CliRunner().invoke(cli, [*ev, str(imported)])
+    assert res.exit_code == 3 and f"{imported / 'manifests' / 'scenes'}/" in res.stderr
+    assert "sources-only import" in res.stderr and "Traceback" not in res.output
+    res = CliRunner().invoke(cli, [*ev, str(imported / "manifests" / "sources")])
+    assert res.exit_code == 3 and "found a source_clip manifest" in res.stderr
+
+    corpus = tmp_path / "corpus"
+    generate_demo(corpus, DemoConfig(classes=["dog", "siren", "piano"], source_seconds=1.0, scene_seconds=1.5,
+                                     event_seconds=(0.8, 1.0), events_per_scene=(2, 2), workers=1,
+                                     sources_per_class={"train": 1, "val": 1, "test": 1},
+                                     scenes={"train": 1, "val": 1, "test": 1}), seed=0, sample_rate=16000)
+    stem = next(r for r in iter_rows(corpus / "manifests" / "audit", expect="audit_stem")
+                if r["scene_id"].startswith("demo-scene-test"))
+    Path(stem["path"]).unlink()
+    res = CliRunner().invoke(cli, [*ev, str(corpus)])
+    assert res.exit_code == 3 and "Traceback" not in res.output
+    assert f"{stem['path']}: stem file of scene {stem['scene_id']!r}" in res.stderr and "does not exist" in res.stderr
+    import shutil
+
+    shutil.rmtree(corpus / "manifests" / "audit")
+    res = CliRunner().invoke(cli, [*ev, str(corpus)])
+    assert res.exit_code == 3 and f"{corpus / 'manifests' / 'audit'}/" in res.stderr and "no ground truth" in res.stderr

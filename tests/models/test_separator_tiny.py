@@ -294,8 +294,10 @@ def test_cosine_schedule_anneals_over_the_step_budget() -> None:
         SeparatorConfig(time_budget_s=10.0)  # wall-clock budgets are gone: steps only
 
 
-def test_absent_queries_use_the_phrases_present_queries_use() -> None:
-    """Silence augmentation must not teach the gate that a bare label means "absent" when shards ask in phrases."""
+def test_absent_queries_use_the_forms_present_queries_use() -> None:
+    """Silence augmentation must not teach the gate that one wording means "absent": absent classes are asked in the
+    same written forms present ones are (the stored phrase, bare label variants, templates, the AudioSet name)."""
+    from models.labels import training_forms
     from models.separator.data import sample_phrases
 
     s = next(iter(synthetic_samples(1, seconds=1.0, seed=3)))
@@ -305,5 +307,17 @@ def test_absent_queries_use_the_phrases_present_queries_use() -> None:
     phrases = sample_phrases([other, multi, other])
     assert phrases == {"thunder": ["distant thunder rolling"]}   # multi-class texts are not a class's phrase
     rng = np.random.default_rng(0)
-    asked = {make_example(s, rng, 8000, {}, 1.0, ["thunder"], phrases).positive for _ in range(40)}
-    assert asked == {"thunder", "distant thunder rolling"} and not asked & present
+    # the stored-text path (query_forms off) asks as before: the label or the shards' phrase
+    old = {make_example(s, rng, 8000, {}, 1.0, ["thunder"], phrases, query_forms=False).positive for _ in range(40)}
+    assert old == {"thunder", "distant thunder rolling"} and not old & present
+    absent = [make_example(s, rng, 8000, {}, 1.0, ["thunder"], phrases) for _ in range(300)]
+    assert all(e.silent and not np.any(e.target) for e in absent)
+    here = {"__key__": "t", "mix": s["mix"], "target": s["mix"],
+            "json": {"positive_labels": ["thunder"], "positive_text": "thunder rumbling", "query_mode": "pos",
+                     "target_labels": ["thunder"]}}
+    asked_present = {make_example(here, rng, 8000, {}, 0.0, [], phrases).positive for _ in range(300)}
+    allowed = training_forms("thunder", phrases["thunder"])
+    asked_absent = {e.positive for e in absent}
+    assert asked_absent <= allowed and asked_present <= allowed
+    assert len(asked_absent) >= 12 and len(asked_present) >= 12
+    assert {"distant thunder rolling", "thunder", "THUNDER", "Thunder"} <= asked_absent & asked_present

@@ -118,3 +118,50 @@ def make_folders(root: Path) -> None:
     wav(root / "dog" / "sub" / "b.flac")
     wav(root / "car_horn" / "c.wav")
     (root / "car_horn" / "broken.wav").write_bytes(b"nope")
+
+
+def _tone(seconds: float, sr: int, freq: float, level: float = 0.2) -> np.ndarray:
+    t = np.arange(int(round(seconds * sr))) / sr
+    return (level * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+def make_stems(root: Path, sr: int = SR) -> dict[str, str | None]:
+    """A `stems` evaluation set: mixture folder -> expected quarantine kind (None = imported).
+
+    song_sum:   MUSDB-style vocals.wav + drums.wav summing exactly to mixture.wav, plus a silent other.wav
+    take_bleed: mix.wav + stem_<label>.flac files that miss a bled-in third source ("not the sum")
+    bad_length, bad_rate, missing_stem: one failure each (stem too short, stem at another rate, no stem file)
+    """
+    vocals = _tone(2.0, sr, 330.0)
+    drums = np.zeros(int(2.0 * sr), dtype=np.float32)
+    drums[sr // 2: sr] = _tone(0.5, sr, 90.0, 0.4)  # sounds from 0.5 s to 1.0 s only
+    song = root / "song_sum"
+    song.mkdir(parents=True)
+    sf.write(song / "vocals.wav", vocals, sr, subtype="FLOAT")
+    sf.write(song / "drums.wav", drums, sr, subtype="FLOAT")
+    sf.write(song / "other.wav", np.zeros_like(vocals), sr, subtype="FLOAT")
+    sf.write(song / "mixture.wav", vocals + drums, sr, subtype="FLOAT")
+    (song / "README.txt").write_text("not audio: ignored")
+
+    take = root / "take_bleed"
+    take.mkdir()
+    a, b, bleed = _tone(1.5, sr, 440.0), _tone(1.5, sr, 660.0), _tone(1.5, sr, 120.0, 0.15)
+    sf.write(take / "stem_Door-Knock.flac", a, sr)
+    sf.write(take / "stem_alarm_clock.flac", b, sr)
+    sf.write(take / "mix.wav", a + b + bleed, sr)  # the bleed is in no stem: residual SDR ~ 5 dB
+
+    short = root / "bad_length"
+    short.mkdir()
+    sf.write(short / "mixture.wav", _tone(1.0, sr, 500.0), sr)
+    sf.write(short / "piano.wav", _tone(0.9, sr, 500.0), sr)
+
+    rate = root / "bad_rate"
+    rate.mkdir()
+    sf.write(rate / "mixture.wav", _tone(1.0, sr, 700.0), sr)
+    sf.write(rate / "bass.wav", _tone(1.0, 22050, 700.0), 22050)
+
+    alone = root / "missing_stem"
+    alone.mkdir()
+    sf.write(alone / "mixture.wav", _tone(1.0, sr, 800.0), sr)
+    return {"song_sum": None, "take_bleed": None, "bad_length": "stem_length_mismatch", "bad_rate": "stem_rate_mismatch",
+            "missing_stem": "no_stems"}

@@ -61,8 +61,12 @@ def test_esc50_import_quarantines_every_bad_file_and_keeps_going(tmp_path: Path)
     sources = {r["clip_id"]: r for r in rows(out, "sources")}
     assert set(sources) == {"esc50:1-100-A-0", "esc50:4-200-A-1", "esc50:5-300-A-2"}
     assert [sources[c]["split"] for c in sorted(sources)] == ["train", "val", "test"]
-    assert sources["esc50:4-200-A-1"]["labels"] == ["crying baby"]
-    assert sources["esc50:4-200-A-1"]["label_ids"] == ["crying_baby"]
+    baby = sources["esc50:4-200-A-1"]
+    assert baby["labels"] == ["crying_baby"] and baby["label_ids"] == ["crying_baby"]
+    assert baby["label_names"] == ["crying baby"] and baby["label_mids"] == [None]  # not an AudioSet class name
+    dog = sources["esc50:1-100-A-0"]
+    assert dog["labels"] == ["dog"] and dog["label_names"] == ["Dog"] and dog["label_mids"] == ["/m/0bt9lr"]  # by slug
+    assert dog["active_start_s"] == 0.0 and dog["active_end_s"] == 1.0
     for r in sources.values():
         assert Path(r["path"]).is_absolute() and Path(r["path"]).is_file()
         assert str(root.resolve()) in r["path"]  # manifests point at the originals; nothing is copied
@@ -108,7 +112,11 @@ def test_changed_file_with_known_clip_id_is_quarantined(tmp_path: Path) -> None:
 
 
 def test_esc50_layout_errors(tmp_path: Path) -> None:
-    with pytest.raises(LayoutError, match="esc50.csv"):
+    expects = r"\(esc50 layout expects audio/ and meta/esc50.csv\)"
+    with pytest.raises(LayoutError, match=f"^{tmp_path / 'audio'}: not found {expects}$"):
+        open_layout("esc50", tmp_path, ImportConfig())
+    (tmp_path / "audio").mkdir()
+    with pytest.raises(LayoutError, match=f"^{tmp_path / 'meta' / 'esc50.csv'}: not found {expects}$"):
         open_layout("esc50", tmp_path, ImportConfig())
     (tmp_path / "meta").mkdir()
     (tmp_path / "meta" / "esc50.csv").write_text("name,fold\nx.wav,1\n")
@@ -163,30 +171,56 @@ def test_fsd50k_with_ontology_routes_pools_and_removes_parents(tmp_path: Path) -
     sources = {r["clip_id"]: r for r in rows(out, "sources")}
     scenes = {r["clip_id"]: r for r in rows(out, "scenes")}
     assert set(sources) == {"fsd50k:101", "fsd50k:201"}
-    assert sources["fsd50k:101"]["labels"] == ["Bark"] and sources["fsd50k:101"]["label_ids"] == ["/m/05tny_"]
+    assert sources["fsd50k:101"]["labels"] == ["bark"] and sources["fsd50k:101"]["label_ids"] == ["/m/05tny_"]
+    assert sources["fsd50k:101"]["label_names"] == ["Bark"] and sources["fsd50k:101"]["label_mids"] == ["/m/05tny_"]
     assert sources["fsd50k:101"]["split"] == "train" and sources["fsd50k:201"]["split"] == "test"
     assert set(scenes) == {"fsd50k:102"}
     scene = scenes["fsd50k:102"]
-    assert scene["labels"] == scene["event_labels"] == ["Bark", "Piano"]
+    assert scene["labels"] == scene["event_labels"] == ["bark", "piano"]
+    assert scene["label_names"] == ["Bark", "Piano"] and scene["label_mids"] == ["/m/05tny_", "/m/05r5c"]
     assert scene["split"] == "val" and scene["domain"] == "sound"
     assert report.parent_labels_removed == 3 + 3
     assert report.quarantined_by_kind == {"bad_metadata": 1}
     saved = json.loads((out / "import_report.json").read_text())
     assert saved["parent_labels_removed"] == 6
-    assert saved["hours_per_class"]["scenes"] == {"Bark": pytest.approx(2 / 3600, abs=1e-6), "Piano": pytest.approx(2 / 3600, abs=1e-6)}
+    assert saved["hours_per_class"]["scenes"] == {"bark": pytest.approx(2 / 3600, abs=1e-6), "piano": pytest.approx(2 / 3600, abs=1e-6)}
 
 
-def test_fsd50k_without_ontology_keeps_labels_and_says_so(tmp_path: Path) -> None:
+def test_fsd50k_without_ontology_uses_the_shipped_one(tmp_path: Path) -> None:
+    """No ontology.json in the dataset and none given: the packaged AudioSet ontology still removes the parents."""
     root, out = tmp_path / "FSD50K", tmp_path / "corpus"
     make_fsd50k(root, with_ontology=False)
-    report, _ = do_import("fsd50k", root, out)
-    assert report.imported_scenes == 2 and report.imported_sources == 1
-    assert any("ontology" in note for note in report.notes)
-    assert {tuple(r["labels"]) for r in rows(out, "scenes")} >= {("Bark", "Dog", "Domestic animals and pets", "Animal")}
+    report, reader = do_import("fsd50k", root, out)
+    assert reader.ontology is not None and reader.ontology.source.endswith("models/data/audioset_ontology.json")
+    assert any("audioset_ontology.json" in note for note in report.notes)
+    sources = {r["clip_id"]: r for r in rows(out, "sources")}
+    scenes = {r["clip_id"]: r for r in rows(out, "scenes")}
+    # Bark,Dog,Domestic_animals_and_pets,Animal -> bark alone: a clean source, not a four-label scene
+    assert sources["fsd50k:101"]["labels"] == ["bark"] and sources["fsd50k:101"]["label_mids"] == ["/m/05tny_"]
+    assert scenes["fsd50k:102"]["event_labels"] == ["bark", "piano"]
+    assert report.imported_sources == 2 and report.imported_scenes == 1 and report.parent_labels_removed == 6
 
 
-def test_fsd50k_missing_ground_truth(tmp_path: Path) -> None:
-    with pytest.raises(LayoutError, match="dev.csv nor eval.csv"):
+def test_fsd50k_label_slugs_follow_the_fsd50k_vocabulary(tmp_path: Path) -> None:
+    """A kept label with a comma in its AudioSet name gets the slug FSD50K writes, and its display name beside it."""
+    root, out = tmp_path / "FSD50K", tmp_path / "corpus"
+    wav(root / "FSD50K.dev_audio" / "7.wav")
+    (root / "ground_truth").mkdir(parents=True)
+    (root / "ground_truth" / "dev.csv").write_text(
+        'fname,labels,mids,split\n7,"Domestic_animals_and_pets,Alarm_clock","/m/068hy,/m/046dlr",train\n')
+    do_import("fsd50k", root, out)
+    scene = rows(out, "scenes")[0]
+    assert scene["labels"] == ["domestic_animals_and_pets", "alarm_clock"]
+    assert scene["label_names"] == ["Domestic animals, pets", "Alarm clock"]
+    assert scene["label_mids"] == ["/m/068hy", "/m/046dlr"]
+
+
+def test_fsd50k_missing_ground_truth_and_audio(tmp_path: Path) -> None:
+    with pytest.raises(LayoutError, match=f"^{tmp_path / 'ground_truth'}: not found \\(fsd50k layout expects ground_truth/dev.csv"):
+        open_layout("fsd50k", tmp_path, ImportConfig())
+    (tmp_path / "ground_truth").mkdir()
+    (tmp_path / "ground_truth" / "dev.csv").write_text("fname,labels,mids,split\n")
+    with pytest.raises(LayoutError, match=f"^{tmp_path / 'FSD50K.dev_audio'}: not found \\(fsd50k layout expects the dev audio"):
         open_layout("fsd50k", tmp_path, ImportConfig())
 
 
@@ -200,26 +234,32 @@ def test_audioset_segments_with_ontology(tmp_path: Path) -> None:
     sources = {r["clip_id"]: r for r in rows(out, "sources")}
     scenes = {r["clip_id"]: r for r in rows(out, "scenes")}
     assert set(sources) == {"audioset:aaa_30.000", "audioset:eee_0.000", "audioset:fff_5.000"}
-    assert sources["audioset:fff_5.000"]["labels"] == ["Speech"] and sources["audioset:fff_5.000"]["domain"] == "speech"
-    assert sources["audioset:aaa_30.000"]["labels"] == ["Dog"]  # parent "Animal" removed
+    assert sources["audioset:fff_5.000"]["labels"] == ["speech"] and sources["audioset:fff_5.000"]["domain"] == "speech"
+    assert sources["audioset:aaa_30.000"]["labels"] == ["dog"]  # parent "Animal" removed
+    assert sources["audioset:aaa_30.000"]["label_names"] == ["Dog"] and sources["audioset:aaa_30.000"]["label_mids"] == ["/m/0bt9lr"]
     assert sources["audioset:aaa_30.000"]["split"] in ("train", "val")
     assert sources["audioset:eee_0.000"]["split"] == "test"
-    assert scenes["audioset:bbb_0.000"]["labels"] == ["Bark", "Piano"]  # Dog and Music removed
+    assert scenes["audioset:bbb_0.000"]["labels"] == ["bark", "piano"]  # Dog and Music removed
     assert dict(report.quarantined_by_kind) == {"missing": 1, "unknown_label": 1, "bad_metadata": 1}
     assert report.parent_labels_removed == 1 + 2
     missing = [r for r in rows(out, "quarantine") if r["error_kind"] == "missing"][0]
     assert "ccc" in missing["path"]
 
 
-def test_audioset_requires_ontology(tmp_path: Path) -> None:
+def test_audioset_ontology_sources(tmp_path: Path) -> None:
     root = tmp_path / "as"
     make_audioset(root)
     (root / "ontology.json").unlink()
-    with pytest.raises(LayoutError, match="ontology.json"):
-        open_layout("audioset", root, ImportConfig())
+    shipped = open_layout("audioset", root, ImportConfig())  # the packaged ontology by default
+    assert shipped.ontology is not None and shipped.ontology.source.endswith("audioset_ontology.json")
+    assert len(shipped.ontology.names) == 632
     other = write_ontology(tmp_path / "elsewhere" / "onto.json")
-    reader = open_layout("audioset", root, ImportConfig(), other)  # --ontology elsewhere works
-    assert reader.ontology is not None and reader.ontology.name("/m/05r5c") == "Piano"
+    reader = open_layout("audioset", root, ImportConfig(), other)  # --ontology elsewhere wins
+    assert reader.ontology is not None and reader.ontology.source == str(other)
+    with pytest.raises(LayoutError, match=f"^{tmp_path / 'none.json'}: ontology file not found"):
+        open_layout("audioset", root, ImportConfig(), tmp_path / "none.json")
+    with pytest.raises(LayoutError, match=r"\*segments\*.csv: not found \(audioset layout expects"):
+        open_layout("audioset", tmp_path / "elsewhere", ImportConfig())
 
 
 # --------------------------------------------------------------------------------------------------- folders
@@ -236,7 +276,8 @@ def test_folders_layout_hash_split_and_bad_files(tmp_path: Path) -> None:
     assert report.imported_sources == 13 and dict(report.quarantined_by_kind) == {"unreadable": 1}
     assert any("non-audio" in n for n in reader.notes)
     srcs = rows(out, "sources")
-    assert {r["labels"][0] for r in srcs} == {"dog", "car horn"}
+    assert {r["labels"][0] for r in srcs} == {"dog", "car_horn"}
+    assert {r["label_names"][0] for r in srcs} == {"Dog", "car horn"}  # the AudioSet name where the slug matches one
     assert {r["split"] for r in srcs} == {"train", "val", "test"}
     for r in srcs:
         assert r["split"] == hash_split(f"mysounds:{r['clip_id']}", 1, 0.3, 0.3)
@@ -249,8 +290,8 @@ def test_folders_layout_with_split_dirs(tmp_path: Path) -> None:
     wav(root / "val" / "Speech" / "c.wav")
     do_import("folders", root, tmp_path / "out")
     got = {(r["labels"][0], r["split"], r["domain"]) for r in rows(tmp_path / "out", "sources")}
-    assert got == {("bell", "train", "music"), ("bell", "test", "music"), ("Speech", "val", "speech")}
-    with pytest.raises(LayoutError, match="no class folders"):
+    assert got == {("bell", "train", "music"), ("bell", "test", "music"), ("speech", "val", "speech")}
+    with pytest.raises(LayoutError, match=r"<class>/: no class folder found \(folders layout expects"):
         open_layout("folders", tmp_path / "split" / "train" / "bell", ImportConfig())
 
 
@@ -270,5 +311,6 @@ def test_label_domains() -> None:
     assert label_domain("Electric_guitar") == "music"
     assert label_domain("dog") == "sound"
     assert label_domain("dog", {"dog": "music"}) == "music"
+    assert label_domain("alarm_clock", {"Alarm clock": "music"}) == "music"  # overrides match by slug
     assert clip_domain(["Piano", "Violin, fiddle"]) == "music"
     assert clip_domain(["Piano", "Bark"]) == "sound"

@@ -53,16 +53,33 @@ def component(entry: SourceEntry, role: str, start: float, onset: float, duratio
                      round(duration, 6), None if level_db is None else float(level_db), float(gain_db), group)
 
 
+def start_range(entry: SourceEntry, length: float) -> tuple[float, float]:
+    """Where an excerpt of `length` seconds may start in the clip: inside its active span when the manifest records
+    one (the whole span inside the excerpt when the span is shorter), anywhere in the clip otherwise.
+
+    Why: an ESC-50 clip is a short event padded with digital silence; excerpts cut at random from the whole clip
+    were often silent and their tuples dropped."""
+    latest = max(0.0, entry.duration_s - length)
+    if entry.active is None:
+        return 0.0, latest
+    a, b = entry.active
+    if b - a >= length:
+        return min(a, latest), min(b - length, latest)
+    return max(0.0, min(b - length, latest)), min(a, latest)
+
+
 def place_full(entry: SourceEntry, rng: np.random.Generator, duration_s: float) -> tuple[float, float, float]:
-    """(source_start, onset, length): a random window of the clip covering the mixture, or the whole clip at a random onset."""
+    """(source_start, onset, length): a random window of the clip covering the mixture (within its active span), or
+    the whole clip at a random onset."""
     if entry.duration_s >= duration_s:
-        return float(rng.uniform(0.0, entry.duration_s - duration_s)), 0.0, duration_s
+        return float(rng.uniform(*start_range(entry, duration_s))), 0.0, duration_s
     return 0.0, float(rng.uniform(0.0, duration_s - entry.duration_s)), entry.duration_s
 
 
 def place_event(entry: SourceEntry, rng: np.random.Generator, duration_s: float, event_s: float) -> tuple[float, float, float]:
-    """An event of `event_s` seconds (clipped to clip and mixture) cut from a random point, at a random onset."""
+    """An event of `event_s` seconds (clipped to clip and mixture) cut from a random point of the clip's active
+    span, at a random onset."""
     length = max(0.0, min(event_s, entry.duration_s, duration_s))
-    start = float(rng.uniform(0.0, entry.duration_s - length))
+    start = float(rng.uniform(*start_range(entry, length)))
     onset = float(rng.uniform(0.0, duration_s - length))
     return start, onset, length
