@@ -31,8 +31,7 @@ def _train_one(step: str, cfg: Any, root: str, config_hash: str, sources: str, l
     import os
     import socket
 
-    import torch
-
+    from engine.determinism import seed_step
     from engine.model_steps import train_clap_step, train_judge_step, train_pc_step
     from engine.workspace import Workspace
 
@@ -44,9 +43,10 @@ def _train_one(step: str, cfg: Any, root: str, config_hash: str, sources: str, l
         root_logger.addHandler(handler)
     handler.setFormatter(logging.Formatter(f"%(asctime)s %(levelname)s %(name)s[{step}]: %(message)s", "%H:%M:%S"))
     logging.getLogger("stemforge").setLevel(log_level)
-    torch.set_num_threads(1)
     fns = {"scorer_clap": train_clap_step, "scorer_judge": train_judge_step, "scorer_pc": train_pc_step}
     ws = Workspace(root=Path(root), config_hash=config_hash)
+    if ws.done(step) is None:
+        seed_step(cfg.run.seed, step, cfg.separator.threads)  # the state the driver gives the same step
     ws.step(step, lambda: fns[step](ws, cfg, sources))
     return {"step": step, "seconds": ws.timings[step], "pid": os.getpid(), "host": socket.gethostname(),
             "resumed": step in ws.resumed_steps}

@@ -25,6 +25,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from engine.determinism import seed_step
 from engine.faults import maybe_fail
 from engine.run_config import StemforgeConfig, work_hash
 from engine.workspace import RunError, Workspace
@@ -95,6 +96,7 @@ class RunContext:
         """Run `fn` under `name`'s marker (resumed when done), after the fault-injection hook."""
         if self.ws.done(name) is None:
             maybe_fail(name, self.root)
+            seed_step(self.cfg.run.seed, name, self.cfg.separator.threads)  # same state in any process
         return self.ws.step(name, fn)
 
 
@@ -273,7 +275,7 @@ def evaluate(ctx: RunContext, label: str, separator: dict[str, Any], corpus_out:
         return {**test, "natural_truth": True, "val": {k: val.get(k) for k in keep}}
 
     if label == "final":
-        return _final_step(ctx, "evaluate_final", run, "eval/final")
+        return _final_step(ctx, "evaluate_final", run, "eval/final", inputs={"separator": separator["checkpoint_hash"]})
     return ctx.step(f"evaluate_{label}", run)
 
 
@@ -314,21 +316,32 @@ def engine_vs_control(cfg: StemforgeConfig, engine_eval: dict[str, Any], control
 
 # ---- the final separator and judge -------------------------------------------------------------------------------
 
-def _final_step(ctx: RunContext, name: str, fn: Callable[[], dict[str, Any]], *dirs: str) -> dict[str, Any]:
+def _final_step(ctx: RunContext, name: str, fn: Callable[[], dict[str, Any]], *dirs: str,
+                inputs: Any = None) -> dict[str, Any]:
     """A final-stage step: `engine.final` is not part of the run's identity (changing it must not void the cycle),
-    so each final step records that section's hash and trains again, from a clean folder, when it changed."""
+    so each final step records the hash of that section and of its inputs (the separator it starts from, the
+    tiers, the evaluation it compares with) and trains again, from a clean folder, when either changed."""
     import shutil
 
     from storage.configio import config_hash
 
-    want = config_hash(ctx.cfg.engine.final)
+    blob = json.dumps(inputs, sort_keys=True, default=str)
+    want = f"{config_hash(ctx.cfg.engine.final)}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
     done = ctx.ws.done(name)
     if done is not None and done["outputs"].get("final_config") != want:
-        log.info("%s: engine.final changed: training the final stage again", name)
+        log.info("%s: engine.final or its inputs changed: training the final stage again", name)
         ctx.ws.marker(name).unlink()
         for d in dirs:
             shutil.rmtree(ctx.root / d, ignore_errors=True)
     return ctx.step(name, lambda: {**fn(), "final_config": want})
+
+
+def best_iteration(report_out: dict[str, Any]) -> int:
+    """The cycle's best separator by the stop rule's figure on the validation scenes (never the test split): the
+    one the final stage starts from. An iteration that did not pay is not kept just because it came last."""
+    values = [(r.get("stop_value"), r["iteration"]) for r in report_out["iterations"]]
+    known = [(v, k) for v, k in values if v is not None]
+    return max(known, key=lambda vk: (vk[0], -vk[1]))[1] if known else report_out["iterations"][-1]["iteration"]
 
 
 def final_separator(ctx: RunContext, synthetic_out: dict[str, Any], corpus_out: dict[str, Any], last: dict[str, Any],
@@ -351,20 +364,22 @@ def final_separator(ctx: RunContext, synthetic_out: dict[str, Any], corpus_out: 
         return {**out, "weights": weights, "preset": cfg.separator.preset,
                 "init": last["checkpoint_hash"] if from_last else None}
 
-    return _final_step(ctx, "final_separator", fit, "final_train", "final")
+    return _final_step(ctx, "final_separator", fit, "final_train", "final",
+                       inputs={"init": last["checkpoint_hash"], "tiers": tiers, "synthetic": synthetic_out["dirs"]})
 
 
 def final_judge(ctx: RunContext, corpus_out: dict[str, Any], judge: dict[str, Any]) -> dict[str, Any]:
     from engine.final import train_final_judge
 
     return _final_step(ctx, "final_judge", lambda: train_final_judge(ctx.ws, ctx.cfg, judge, corpus_out["sources"]),
-                       "final_judge")
+                       "final_judge", inputs={"judge": judge["checkpoint_hash"]})
 
 
 def release(ctx: RunContext, report_out: dict[str, Any], separator: dict[str, Any], judge: dict[str, Any],
             evaluation: dict[str, Any], last_evaluation: dict[str, Any], tiers: dict[str, Any],
             synthetic_out: dict[str, Any], tiers_from: str) -> dict[str, Any]:
-    """release: `<run>/final/` with both checkpoints, the model card and the evaluation tables."""
+    """release: `<run>/final/` with both checkpoints, the model card and the evaluation tables; `last_evaluation`
+    is the evaluation of the separator the final one started from (the paired gain)."""
     from engine.final import write_release
     from models.separator.evaluate import paired_ci
 
@@ -373,10 +388,13 @@ def release(ctx: RunContext, report_out: dict[str, Any], separator: dict[str, An
                         seed=ctx.cfg.run.seed)
         gain = {"n": res["n"], "gain_db": None if res["n"] == 0 else round(res["mean"], 3),
                 "ci95_db": None if res["ci95"] is None else [round(float(x), 3) for x in res["ci95"]]}
-        return write_release(ctx.root, ctx.cfg, ctx.ws.config_hash, report_out, {**separator, "gain_vs_last": gain},
+        return write_release(ctx.root, ctx.cfg, ctx.ws.config_hash, report_out, {**separator, "gain_vs_init": gain},
                              judge, evaluation, tiers, synthetic_out, tiers_from)
 
-    return _final_step(ctx, "release", write, "final")
+    return _final_step(ctx, "release", write, "final", inputs={
+        "separator": separator["checkpoint_hash"], "judge": judge["checkpoint_hash"], "tiers_from": tiers_from,
+        "last": last_evaluation.get("natural_item_sdri"), "report": report_out.get("config_hash"),
+        "iterations": [r.get("separator_hash") for r in report_out["iterations"]]})
 
 
 # ---- the report --------------------------------------------------------------------------------------------------

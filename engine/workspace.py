@@ -22,6 +22,19 @@ from storage.atomic import atomic_write_text
 log = logging.getLogger("stemforge.run")
 
 
+def _remove_stale_temps(root: Path) -> None:
+    """Remove the temp files (`.<name>.<random>.tmp`: storage/atomic.py, the shard writer) a killed invocation left.
+
+    Why here: every writer makes a fresh temp name, so nothing ever renames or reuses a dead one; shard stores
+    clean their own groups' temps, but a checkpoint, marker, table or report killed between its write and its
+    rename would stay forever. The run's opener is the one place that knows no writer of this run is alive."""
+    stale = [p for p in root.rglob(".*.tmp") if p.is_file()]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    if stale:
+        log.info("%s: removed %d temporary file(s) left by an interrupted run", root, len(stale))
+
+
 class RunError(RuntimeError):
     """A run that cannot start or continue; the message names the run directory and the problem."""
 
@@ -49,6 +62,7 @@ class Workspace:
                 raise RunError(f"{root}: was started with config {prev.get('config_hash')}, now {config_hash}; "
                                "use --restart to start over or --name for a new run")
             run_id = prev.get("run_id") or uuid.uuid4().hex
+            _remove_stale_temps(root)
         else:
             run_id = uuid.uuid4().hex
         atomic_write_text(stamp, json.dumps({"config_hash": config_hash, "run_id": run_id}, indent=2))

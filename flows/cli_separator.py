@@ -77,6 +77,15 @@ def train_separator(cfg: Any, shards: tuple[str, ...], val_dirs: tuple[str, ...]
                            "seconds": round(result.seconds, 1), "best": {k: m.get(k) for k in ("val_loss", "si_sdri", "sdri", "silence_sdr")}}))
 
 
+def _inference_threads(cfg: Any) -> None:
+    """CPU inference on `separator.threads` intra-op threads (as the run's steps do, engine/determinism.py): with a
+    fixed thread count the same input and query give the same output bits in any process."""
+    import torch
+
+    if cfg.separator.threads > 0:
+        torch.set_num_threads(cfg.separator.threads)
+
+
 @click.command("separate")
 @click.option("--separator", "ckpt", required=True, type=click.Path(exists=True, dir_okay=False), help="Separator checkpoint.")
 @click.option("--audio", "audio", required=True, type=click.Path(dir_okay=False), help="Input audio file (any length).")
@@ -106,6 +115,7 @@ def separate(cfg: Any, ckpt: str, audio: str, query: str | None, negative: str |
     if no_gate and gate_threshold is not None:
         fail("give --no-gate or --gate-threshold, not both", EXIT_USAGE)
     try:
+        _inference_threads(cfg)
         sep = Separator.load(ckpt, device or cfg.separator.device, gate_threshold=0.0 if no_gate else gate_threshold)
     except CheckpointError as exc:
         fail(str(exc), EXIT_USAGE)
@@ -171,6 +181,7 @@ def evaluate(cfg: Any, ckpt: str, tests: tuple[str, ...], split: str, max_items:
     from storage.atomic import atomic_write_text
 
     try:
+        _inference_threads(cfg)
         sep = Separator.load(ckpt, device or cfg.separator.device, gate_threshold=gate_threshold)
     except CheckpointError as exc:
         fail(str(exc), EXIT_USAGE)

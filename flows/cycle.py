@@ -307,8 +307,9 @@ def _final_artifacts(ctx: steps.RunContext, report: dict[str, Any]) -> None:
 @flow(name="train-final", log_prints=False)
 def train_final(config: dict[str, Any], out_root: str | None = None, name: str | None = None, restart: bool = False,
                 until: str | None = None) -> dict[str, Any]:
-    """After the cycle stopped: the final separator (on synthetic + the kept tiers of the last pseudo-labelling) and
-    the final judge, trained concurrently under Ray, evaluated by the run's evaluator, released to `<run>/final/`."""
+    """After the cycle stopped: the final separator (from the cycle's best separator on the validation scenes, on
+    synthetic + the kept tiers of its pseudo-labels) and the final judge, trained concurrently under Ray, evaluated
+    by the run's evaluator, released to `<run>/final/`."""
     with _run_scope(config, out_root, name, restart) as ctx:
         return _final(ctx)
 
@@ -324,18 +325,20 @@ def _final(ctx: steps.RunContext) -> dict[str, Any]:
         raise RunError(f"{report_path}: not found: the relabel cycle has not finished in this run (run `stemforge run` "
                        f"or the relabel-cycle flow first)")
     report = json.loads(report_path.read_text())
-    k = int(report["headline"]["iterations"])
+    k = steps.best_iteration(report)  # the cycle's best separator on the validation scenes
     with steps.backend_session(cfg):
         corpus, synthetic = steps.finished(ctx, "corpus"), steps.finished(ctx, "synthetic")
         scorers = {w: steps.finished(ctx, f"scorer_{w}") for w in steps.SCORERS}
         last = steps.finished(ctx, f"separator_{k}")
         clap = scorers["clap"] if cfg.engine.separator_queries == "run_clap" else None
-        if ctx.ws.done(f"filter_{k}") is not None:  # the last separator pseudo-labelled: its tiers are the newest data
+        if ctx.ws.done(f"filter_{k}") is not None:  # separator k pseudo-labelled: its kept tracks are the data
             tiers = tasks.tier_shards(run, k, corpus, last, scorers, step=f"tiers_{k}")
             tiers_from = f"filter_{k} (separator {k})"
-        else:
+        elif k > 0:
             tiers = steps.finished(ctx, f"tiers_{k - 1}")
             tiers_from = f"filter_{k - 1} (separator {k - 1})"
+        else:
+            raise RunError(f"{ctx.root}: separator 0 is the best but filter_0 has not finished")
         concurrent = cfg.engine.backend == "ray" and steps.ray_cpus() >= 2 * cfg.engine.train_workers
         judge_future = tasks.final_judge.submit(run, corpus, scorers["judge"]) if concurrent else None
         separator = tasks.final_separator(run, synthetic, corpus, last, tiers, clap)

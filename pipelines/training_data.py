@@ -16,6 +16,7 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 import numpy as np
 
 from pipelines.mixing.prompts import query_text
+from storage.shards.writer import safe_key
 
 Sample = dict[str, Any]
 TIER_NAMES = ("itt", "sst")
@@ -71,7 +72,7 @@ def tier_sample(row: Mapping[str, Any], tier: str, thresholds: Mapping[str, Any]
                           "query_index": int(row["query_index"])},
     }
     return {
-        "__key__": row["candidate_id"],
+        "__key__": safe_key(row["candidate_id"]),  # meta["key"] keeps the candidate id as it is
         "mix.flac": encode(scene, sr),
         "target.flac": encode(target, sr),
         "residual.flac": encode(residual, sr),

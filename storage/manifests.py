@@ -221,12 +221,22 @@ def read_table(path: str | Path, columns: list[str] | None = None, filter: Any =
     return open_dataset(path, expect).to_table(columns=columns, filter=filter)
 
 
+def storable_text(text: str) -> str:
+    """`text` with the bytes of a non-UTF-8 file name (lone surrogates from os.fsdecode) written as \\xNN escapes:
+    a Parquet string must be UTF-8, and a quarantine row has to name such a file rather than fail to be written."""
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a surrogate no file name decodes to (\\ud800 from JSON): escape it as code point
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return raw.decode("utf-8", "backslashreplace")
+
+
 def quarantine_row(path: str | Path, stage: str, error_kind: str, message: str) -> dict[str, Any]:
     return {
-        "path": str(path),
+        "path": storable_text(str(path)),
         "stage": stage,
         "error_kind": error_kind,
-        "message": message,
+        "message": storable_text(message),
         "time": int(time.time() * 1000),
     }
 

@@ -121,7 +121,9 @@ def finetune_ratings(model: MiniJudge, next_batch: Callable[[np.random.Generator
     rng = np.random.default_rng(cfg.seed + 1)
     model.to(device).train()
     opt = make_optimizer(model, cfg)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=max(1, steps), pct_start=0.1)
+    # pct_start 0.1 divides by zero in OneCycleLR at exactly 10 steps (warm-up end = step 0); short runs warm up longer
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=max(1, steps),
+                                                pct_start=0.1 if steps >= 20 else 0.3)
     history = []
     for step in range(steps):
         m, o, texts, y = next_batch(rng)

@@ -89,6 +89,11 @@ class ImportConfig(Section):
         "test", description="split of `stems` mixtures without train/val/test folders; hash = seeded hash split")
     stems_sum_min_db: float = Field(
         30.0, description="`stems` layout: residual SDR (mixture vs sum of stems) from which a mixture is 'sum', below 'not_sum'")
+    max_seconds: float | None = Field(
+        900.0, gt=0.0, description="clips longer than this are quarantined too_long from their header (every later "
+                                   "stage decodes a clip whole); null = no limit (the import itself streams any length)")
+    allow_outside_root: bool = Field(
+        False, description="import files that resolve outside the dataset root (symlinks, '..' in metadata rows)")
 
     @field_validator("label_domains")
     @classmethod

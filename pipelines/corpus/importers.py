@@ -1,11 +1,18 @@
 """Import real datasets into the corpus manifest layout.
 
 A layout reader (`pipelines/corpus/layouts.py`) streams `Candidate`s (clip id, absolute path, labels, split);
-this module validates each file with `storage.audio.load_audio`, dedupes by content hash against what is already
+this module validates each file with `storage.audio.scan_audio` (streamed), dedupes by content hash against what is already
 in the output manifests, routes single-label clips to the clean-source pool and multi-label clips to the
 natural-scene pool, and quarantines every bad file with its reason. A bad file never stops an import.
 
 Audio is never copied: manifests point at the original files (absolute paths).
+
+Hostile input (what `tests/chaos/test_hostile_corpus.py` throws at it): a file is checked in one streamed pass
+(`storage.audio.scan_audio`: blocks, never the whole clip; content hash in 1 MiB chunks), so memory stays bounded
+whatever a file's length; a clip longer than `max_seconds` is quarantined `too_long` from its header, because
+every later stage decodes a clip whole. A path that resolves outside the dataset root (a symlink, `../` in a
+metadata row) is `outside_root` unless `allow_outside_root`; a name or label that is not valid UTF-8 (the manifest
+could not hold a path that reopens the file) is `bad_name`; a device, FIFO or socket is `unreadable` (never opened).
 
 Label columns (`normalise_labels`): `labels` (and a scene's `event_labels`) hold slugs, the key every stage
 matches on (`alarm_clock`, `domestic_animals_and_pets`); `label_names` the display names (the AudioSet name where
@@ -23,13 +30,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
+import numpy as np
+
 from models.labels import display
 from pipelines.corpus.config import ImportConfig
 from pipelines.corpus.ontology import Ontology, label_slug, packaged_ontology
-from pipelines.mixing.loudness import active_span
+from pipelines.mixing.loudness import ACTIVE_RANGE_DB
 from storage import manifests as mf
 from storage.atomic import atomic_write_text
-from storage.audio import AudioConfig, AudioError, load_audio, probe
+from storage.audio import AudioConfig, AudioError, AudioScan, scan_audio
 
 log = logging.getLogger("stemforge.corpus.import")
 
@@ -253,8 +262,9 @@ def run_import(candidates: Iterable[Candidate], out_dir: str | Path, *, layout: 
     def reject(path: Path, kind: str, message: str) -> None:
         report.quarantined_by_kind[kind] += 1
         log.debug("quarantine %s: %s: %s", path, kind, message)
-        if (str(path), kind) not in already_quarantined:
-            already_quarantined.add((str(path), kind))
+        key = (mf.storable_text(str(path)), kind)  # as the quarantine table stores it (non-UTF-8 names escaped)
+        if key not in already_quarantined:
+            already_quarantined.add(key)
             quarantine.add(mf.quarantine_row(path, IMPORT_STAGE, kind, message))
 
     try:
@@ -262,7 +272,7 @@ def run_import(candidates: Iterable[Candidate], out_dir: str | Path, *, layout: 
             report.candidates += 1
             try:
                 _import_one(cand, report, seen, seen_ids, sources, scenes, reject, audio_cfg, import_cfg, dataset, seed,
-                            ontology)
+                            ontology, Path(report.root))
             finally:
                 if progress is not None:
                     progress(1)
@@ -276,19 +286,65 @@ def run_import(candidates: Iterable[Candidate], out_dir: str | Path, *, layout: 
     return report
 
 
+def not_utf8(*texts: str) -> bool:
+    """True when a text holds lone surrogates: bytes that were not UTF-8 (os.fsdecode / surrogateescape), which a
+    Parquet string column cannot hold and an escaped copy would not reopen."""
+    try:
+        for text in texts:
+            text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def outside_root(path: Path, root: Path, import_cfg: ImportConfig) -> str | None:
+    """The quarantine message when `path` (resolved) lies outside the dataset `root`, unless that is allowed."""
+    if import_cfg.allow_outside_root or path.is_relative_to(root):
+        return None
+    return (f"resolves to {path}, outside the dataset root {root} (a symlink or '..' in the metadata); "
+            "set corpus.importer.allow_outside_root to import it")
+
+
+def path_problem(path: Path) -> tuple[str, str] | None:
+    """(kind, message) when `path` (resolved) is not a regular file that can be opened; checked before any byte is
+    read (a FIFO would block the hash, a device never end)."""
+    try:
+        if not path.exists():
+            return ("missing", "file does not exist")
+        if path.is_dir():
+            return ("unreadable", "is a directory")
+        if not path.is_file():
+            return ("unreadable", "not a regular file (device, FIFO or socket)")
+    except OSError as exc:  # a symlink loop, a name too long
+        return ("unreadable", f"cannot stat: {exc}")
+    return None
+
+
 def _import_one(cand: Candidate, report: ImportReport, seen: set[str], seen_ids: set[str], sources: _Writer, scenes: _Writer,
                 reject: Callable[[Path, str, str], None], audio_cfg: AudioConfig, import_cfg: ImportConfig,
-                dataset: str, seed: int, ontology: Ontology) -> None:
+                dataset: str, seed: int, ontology: Ontology, root: Path) -> None:
     path = cand.path
     if cand.problem is not None:
         reject(path, *cand.problem)
         return
-    if not path.exists():
-        reject(path, "missing", "file does not exist")
+    if not_utf8(str(path), cand.clip_id, *cand.labels, *cand.label_ids):
+        reject(path, "bad_name", "file name or label is not valid UTF-8 (rename the file / fix the metadata encoding)")
         return
-    if path.is_dir():
-        reject(path, "unreadable", "is a directory")
+    # quarantine rows name the path as the dataset gives it (the symlink, the '../' row); the manifest the real file
+    try:
+        real = path.resolve()
+    except (OSError, RuntimeError) as exc:  # a symlink loop
+        reject(path, "unreadable", f"cannot resolve: {exc}")
         return
+    outside = outside_root(real, root, import_cfg)
+    if outside is not None:
+        reject(path, "outside_root", outside)
+        return
+    problem = path_problem(real)
+    if problem is not None:
+        reject(path, *problem)
+        return
+    path = real
     labels, names, mids, ids = normalise_labels(cand.labels, cand.label_ids, ontology)
     if not labels:
         reject(path, "no_labels", "metadata gives this clip no labels")
@@ -305,16 +361,14 @@ def _import_one(cand: Candidate, report: ImportReport, seen: set[str], seen_ids:
         reject(path, "duplicate_id", f"clip id {cand.clip_id!r} is already in the manifest with other content (file changed since it was imported?)")
         return
     try:
-        info = probe(path)
-        # Validate at the native rate: the import only needs to know the file is usable, not to resample it.
-        native = audio_cfg.model_copy(update={"sample_rate": info.sample_rate})
-        audio = load_audio(path, native)
+        # Validate at the native rate, streamed: the import only needs to know the file is usable, not to resample it.
+        scan = scan_audio(path, audio_cfg, max_seconds=import_cfg.max_seconds)
     except AudioError as err:
         reject(path, err.kind, err.message)
         return
     split = cand.split or hash_split(f"{dataset}:{cand.clip_id}", seed, import_cfg.val_fraction, import_cfg.test_fraction)
-    row = clip_row(cand.clip_id, path, int(info.sample_rate), audio, digest, dataset, split, (labels, names, mids, ids),
-                   import_cfg)
+    row = clip_row(cand.clip_id, path, scan.sample_rate, scan.frames, scan_span(scan), digest, dataset, split,
+                   (labels, names, mids, ids), import_cfg)
     seen.add(digest)
     seen_ids.add(cand.clip_id)
     if len(labels) == 1:
@@ -331,14 +385,24 @@ def _import_one(cand: Candidate, report: ImportReport, seen: set[str], seen_ids:
         report.hours_per_class[pool][label] += row["duration_s"]
 
 
-def clip_row(clip_id: str, path: Path, sample_rate: int, audio: Any, digest: str, dataset: str, split: str,
-             label_columns: tuple[list[str], list[str], list[str | None], list[str]], import_cfg: ImportConfig) -> dict[str, Any]:
-    """The `_CLIP_FIELDS` of one validated clip (`audio`: mono at its native rate, for duration and active span)."""
+def scan_span(scan: AudioScan, range_db: float = ACTIVE_RANGE_DB) -> tuple[float, float] | None:
+    """`pipelines.mixing.loudness.active_span` of the scanned clip, from the frame powers the scan kept (the same
+    frames and rule, so a streamed import records the span a whole-clip decode would)."""
+    powers = scan.powers
+    if powers.size == 0 or float(powers.max()) <= 0.0:
+        return None
+    on = np.flatnonzero(powers >= float(powers.max()) * 10.0 ** (-range_db / 10.0))
+    n, sr = scan.frame, scan.sample_rate
+    return round(on[0] * n / sr, 6), round(min(scan.frames / sr, (on[-1] + 1) * n / sr), 6)
+
+
+def clip_row(clip_id: str, path: Path, sample_rate: int, frames: int, span: tuple[float, float] | None, digest: str,
+             dataset: str, split: str, label_columns: tuple[list[str], list[str], list[str | None], list[str]],
+             import_cfg: ImportConfig) -> dict[str, Any]:
+    """The `_CLIP_FIELDS` of one validated clip (`frames` at its native rate, `span` its active span or None)."""
     labels, names, mids, ids = label_columns
-    frames = int(audio.shape[-1])
-    span = active_span(audio, sample_rate)
     return {
-        "clip_id": clip_id, "path": str(Path(path).resolve()), "sample_rate": int(sample_rate), "num_frames": frames,
+        "clip_id": clip_id, "path": str(Path(path).resolve()), "sample_rate": int(sample_rate), "num_frames": int(frames),
         "duration_s": frames / float(sample_rate), "labels": list(labels), "label_ids": list(ids),
         "label_names": list(names), "label_mids": list(mids),
         "active_start_s": span[0] if span else None, "active_end_s": span[1] if span else None,

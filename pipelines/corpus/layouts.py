@@ -65,12 +65,25 @@ def _count_data_lines(path: Path) -> int:
 
 
 def _open_csv(path: Path) -> tuple[csv.DictReader, object]:
-    fh = open(path, newline="", encoding="utf-8")
+    # surrogateescape: a non-UTF-8 byte in a row reaches the importer (which quarantines that row as bad_name)
+    # instead of a UnicodeDecodeError ending the whole import
+    fh = open(path, newline="", encoding="utf-8", errors="surrogateescape")
     reader = csv.DictReader(fh)
     if reader.fieldnames is None:
         fh.close()
         raise LayoutError(f"{path}: empty CSV (no header)")
     return reader, fh
+
+
+def _shape_problem(path: Path, line_no: int, row: dict) -> tuple[str, str] | None:
+    """bad_metadata when a row has more fields than the header (csv puts them under None: an unquoted comma shifts
+    every later column) or fewer (missing values come back as None)."""
+    if row.get(None):
+        return ("bad_metadata", f"{path}:{line_no}: {len(row[None])} field(s) more than the header's {len(row) - 1}")
+    missing = [k for k, v in row.items() if v is None]
+    if missing:
+        return ("bad_metadata", f"{path}:{line_no}: missing field(s) {missing}")
+    return None
 
 
 def _require_columns(path: Path, reader: csv.DictReader, columns: tuple[str, ...]) -> None:
@@ -110,8 +123,12 @@ def esc50(root: Path, cfg: ImportConfig) -> LayoutReader:
         with fh:  # type: ignore[attr-defined]
             for line_no, row in enumerate(reader, start=2):
                 name = (row.get("filename") or "").strip()
-                path = (root / "audio" / name).resolve()
+                path = root / "audio" / name
                 category = (row.get("category") or "").strip()
+                shape = _shape_problem(meta, line_no, row)
+                if shape is not None:
+                    yield Candidate(f"esc50:{name or line_no}", path, [], [], problem=shape)
+                    continue
                 try:
                     fold = int(row.get("fold") or "")
                 except ValueError:
@@ -165,12 +182,20 @@ def fsd50k(root: Path, cfg: ImportConfig, ontology_path: str | Path | None = Non
             with fh:  # type: ignore[attr-defined]
                 for line_no, row in enumerate(reader, start=2):
                     fname = (row.get("fname") or "").strip()
-                    path = (audio_dirs[kind] / f"{fname}.wav").resolve()
+                    path = audio_dirs[kind] / f"{fname}.wav"
                     names = [x.strip() for x in (row.get("labels") or "").split(",") if x.strip()]
                     mids = [x.strip() for x in (row.get("mids") or "").split(",") if x.strip()]
                     clip_id = f"fsd50k:{fname or f'{kind}-line{line_no}'}"
+                    shape = _shape_problem(csv_path, line_no, row)
+                    if shape is not None:
+                        yield Candidate(clip_id, path, [], [], problem=shape)
+                        continue
                     if not fname or len(names) != len(mids):
                         yield Candidate(clip_id, path, [], [], problem=("bad_metadata", f"{csv_path}:{line_no}: empty fname or labels/mids of different length"))
+                        continue
+                    unknown = [m for m in mids if ontology.name(m) is None]
+                    if unknown:  # FSD50K's vocabulary is AudioSet's: an id the ontology lacks is a broken row
+                        yield Candidate(clip_id, path, [], [], problem=("unknown_label", f"{csv_path}:{line_no}: label id(s) {unknown} not in {ontology.source}"))
                         continue
                     if kind == "eval":
                         split = "test"
@@ -232,7 +257,7 @@ def audioset(root: Path, cfg: ImportConfig, ontology_path: str | Path | None = N
     def rows() -> Iterator[Candidate]:
         for csv_path in csvs:
             is_eval = "eval" in csv_path.name
-            with open(csv_path, newline="", encoding="utf-8") as fh:
+            with open(csv_path, newline="", encoding="utf-8", errors="surrogateescape") as fh:
                 for line_no, fields in enumerate(csv.reader(fh, skipinitialspace=True), start=1):
                     if not fields or fields[0].lstrip().startswith("#"):
                         continue
@@ -245,7 +270,7 @@ def audioset(root: Path, cfg: ImportConfig, ontology_path: str | Path | None = N
                     mids = [m.strip() for m in mids_text.split(",") if m.strip()]
                     unknown = [m for m in mids if ontology.name(m) is None]
                     if unknown:
-                        yield Candidate(clip_id, path.resolve(), [], [], problem=("unknown_label", f"{csv_path}:{line_no}: label id(s) {unknown} not in {ontology.source}"))
+                        yield Candidate(clip_id, path, [], [], problem=("unknown_label", f"{csv_path}:{line_no}: label id(s) {unknown} not in {ontology.source}"))
                         continue
                     kept = ontology.remove_ancestors(mids)
                     result.parents_removed += len(dict.fromkeys(mids)) - len(kept)
@@ -255,7 +280,7 @@ def audioset(root: Path, cfg: ImportConfig, ontology_path: str | Path | None = N
                         split = hash_split(f"audioset:{clip_id}", seed, cfg.val_fraction / max(1e-9, 1 - cfg.test_fraction), 0.0)
                     else:
                         split = None
-                    yield Candidate(clip_id, path.resolve(), [ontology.name(m) or m for m in kept], kept, split)
+                    yield Candidate(clip_id, path, [ontology.name(m) or m for m in kept], kept, split)
 
     result._iter = rows()
     return result
@@ -295,7 +320,7 @@ def folders(root: Path, cfg: ImportConfig) -> LayoutReader:
     def rows() -> Iterator[Candidate]:
         for split, label, path in files:
             rel = path.relative_to(root).as_posix()
-            yield Candidate(f"{result.dataset}:{rel}", path.resolve(), [label], [label], split)
+            yield Candidate(f"{result.dataset}:{rel}", path, [label], [label], split)
 
     result._iter = rows()
     return result

@@ -144,16 +144,20 @@ class _Rejected(Exception):
         self.path, self.kind, self.message = path, kind, message
 
 
-def _load(path: Path, audio_cfg: AudioConfig, allow_silent: bool) -> tuple[np.ndarray, int]:
+def _load(path: Path, audio_cfg: AudioConfig, allow_silent: bool, max_seconds: float | None) -> tuple[np.ndarray, int]:
+    """Decode one file whole (the sum check needs every sample); a file over `max_seconds` is refused from its
+    header first, so a stray hours-long recording is never decoded."""
     try:
         info = probe(path)
+        if max_seconds is not None and info.duration_s > max_seconds:
+            raise AudioError(path, "too_long", f"{info.duration_s:.1f} s > max_seconds={max_seconds:g} (header; not decoded)")
         cfg = audio_cfg.model_copy(update={"sample_rate": info.sample_rate, "allow_silent": allow_silent})
         return load_audio(path, cfg), info.sample_rate
     except AudioError as err:
         raise _Rejected(path, err.kind, err.message) from None
 
 
-def _check(m: StemsMixture, audio_cfg: AudioConfig) -> tuple[Path, np.ndarray, int, list[tuple[str, str, Path, np.ndarray]], float]:
+def _check(m: StemsMixture, audio_cfg: AudioConfig, max_seconds: float | None) -> tuple[Path, np.ndarray, int, list[tuple[str, str, Path, np.ndarray]], float]:
     """Validate one mixture folder; returns (mixture path, mixture, rate, [(slug, raw, path, audio)], sum SDR)."""
     if not m.mixture:
         raise _Rejected(m.folder, "no_mixture", f"{m.folder}/mixture.<ext>: not found ({EXPECTS})")
@@ -169,10 +173,10 @@ def _check(m: StemsMixture, audio_cfg: AudioConfig) -> tuple[Path, np.ndarray, i
             raise _Rejected(path, "duplicate_stem", f"{path}: label {key!r} also given by {seen[key].name}")
         seen[key] = path
     mix_path = m.mixture[0]
-    mix, sr = _load(mix_path, audio_cfg, allow_silent=False)
+    mix, sr = _load(mix_path, audio_cfg, allow_silent=False, max_seconds=max_seconds)
     stems = []
     for key, raw, path in m.stems:
-        audio, rate = _load(path, audio_cfg, allow_silent=True)
+        audio, rate = _load(path, audio_cfg, allow_silent=True, max_seconds=max_seconds)
         if rate != sr:
             raise _Rejected(path, "stem_rate_mismatch", f"{path}: {rate} Hz but the mixture {mix_path.name} is {sr} Hz "
                                                         "(stems layout needs one sample rate per mixture)")
@@ -208,8 +212,9 @@ def import_stems(mixtures: Iterable[StemsMixture], out_dir: str | Path, *, datas
             except _Rejected as rej:
                 report.quarantined_by_kind[rej.kind] += 1
                 log.debug("quarantine %s: %s: %s", rej.path, rej.kind, rej.message)
-                if (str(rej.path), rej.kind) not in already:
-                    already.add((str(rej.path), rej.kind))
+                key = (mf.storable_text(str(rej.path)), rej.kind)  # as the quarantine table stores it
+                if key not in already:
+                    already.add(key)
                     quarantine.add(mf.quarantine_row(rej.path, IMPORT_STAGE, rej.kind, rej.message))
             finally:
                 if progress is not None:
@@ -237,14 +242,15 @@ def _import_mixture(m: StemsMixture, report: ImportReport, stats: dict[str, Any]
         if m.clip_id in seen_ids:
             raise _Rejected(m.mixture[0], "duplicate_id", f"mixture id {m.clip_id!r} is already in the manifest with other "
                                                           "content (file changed since it was imported?)")
-    mix_path, mix, sr, stems, sdr = _check(m, audio_cfg)
+    mix_path, mix, sr, stems, sdr = _check(m, audio_cfg, import_cfg.max_seconds)
     sounding = [(key, raw, path, a) for key, raw, path, a in stems if key != BACKGROUND_LABEL and np.any(a)]
     stats["silent_stems"] += sum(1 for s in stems if not np.any(s[3]))
     if not sounding:
         raise _Rejected(m.folder, "no_stems", f"{m.folder}: every source stem is silent or background ({EXPECTS})")
     labels, names, mids, ids = normalise_labels([s[1] for s in sounding], [s[1] for s in sounding], ontology)
     split = m.split or hash_split(f"{dataset}:{m.clip_id}", seed, import_cfg.val_fraction, import_cfg.test_fraction)
-    row = clip_row(m.clip_id, mix_path, sr, mix, digest, dataset, split, (labels, names, mids, ids), import_cfg)
+    row = clip_row(m.clip_id, mix_path, sr, int(mix.shape[-1]), active_span(mix, sr), digest, dataset, split,
+                   (labels, names, mids, ids), import_cfg)
     events = []
     for key, _raw, _path, a in sounding:
         span = active_span(a, sr)

@@ -14,8 +14,10 @@ name, and a writer that received no sample never creates a file at all. A full d
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import tarfile
 import tempfile
 import threading
@@ -74,6 +76,22 @@ def validate_key(key: object) -> str:
     if any(ch.isspace() for ch in key) or not key.isprintable():
         raise SampleError(key, "__key__ contains whitespace or control characters")
     return key
+
+
+_KEY_UNSAFE = re.compile(r"[^A-Za-z0-9_:+=,@-]")
+
+
+def safe_key(text: str) -> str:
+    """`text` itself when `validate_key` accepts it, else a key made from it: every character outside
+    [A-Za-z0-9_:+=,@-] as '_', then '-' and 10 hex digits of the text's sha256, so distinct ids keep distinct keys.
+    Why: tier samples are keyed by candidate ids, which hold users' file names and AudioSet ids
+    (`audioset:aaa_30.000-q00`, `fsd50k:my clip.v2-q00`); the sample's JSON keeps the id itself."""
+    try:
+        return validate_key(text)
+    except SampleError:
+        pass
+    digest = hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()[:10]
+    return f"{_KEY_UNSAFE.sub('_', text)}-{digest}"
 
 
 def encode_members(sample: Mapping[str, Any]) -> tuple[str, list[tuple[str, bytes]]]:

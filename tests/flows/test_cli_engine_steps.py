@@ -86,7 +86,11 @@ def test_train_final_command_retrains_only_when_the_final_stage_changes(tmp_path
     card_path = root / "final" / "model_card.json"
     card = json.loads(card_path.read_text())
     assert report["final"]["dir"] == str(root / "final") and card["separator"]["steps"] == cfg.engine.final.steps
-    assert card["separator"]["init"] == report["iterations"][-1]["separator_hash"]  # fine-tuned from the last one
+    from engine.steps import best_iteration
+
+    best = best_iteration(report)  # the best separator on the validation scenes is where the final one starts
+    assert best == max(report["iterations"], key=lambda r: (r["stop_value"], -r["iteration"]))["iteration"]
+    assert card["separator"]["init"] == report["iterations"][best]["separator_hash"]
     mtime = card_path.stat().st_mtime_ns
     res, out = _invoke(["train", "final", "--run", str(root)])  # nothing changed: every final step resumes
     assert res.exit_code == 0, res.output

@@ -38,7 +38,8 @@ ROOT = Path(__file__).resolve().parents[2]
 STEMFORGE = str(Path(sys.executable).parent / "stemforge")
 TINY = str(ROOT / "configs" / "tiny.yaml")
 INPROCESS = ("--set", "engine.backend=inprocess")
-ONE_ITERATION = ("--set", "run.max_iterations=1", "--set", "run.min_gain_db=-100")  # stops on max_iterations
+# stops on max_iterations; the final stage (train_final) is tested in test_cli_engine_steps.py and tests/chaos/
+ONE_ITERATION = ("--set", "run.max_iterations=1", "--set", "run.min_gain_db=-100", "--set", "engine.final.enabled=false")
 RUN_TIMEOUT_S = 240
 
 

@@ -187,3 +187,16 @@ def test_long_keys_use_pax_headers_and_offsets_stay_exact(tmp_path: Path) -> Non
     assert read_member(tmp_path, row, "mix.flac") == FACTORY(1)["mix.flac"]
     keys = [s["__key__"] for s in wds.WebDataset(str(tmp_path / "shard-000000.tar"), shardshuffle=False)]
     assert keys == [f"{long_key}{i}" for i in range(3)]
+
+
+def test_safe_key_keeps_valid_keys_and_maps_unsafe_ids_to_distinct_valid_keys():
+    from storage.shards.writer import safe_key, validate_key
+
+    assert safe_key("scene_00012-q03") == "scene_00012-q03"  # valid keys (the demo's) are unchanged: same shard bytes
+    ids = ["audioset:aaa_30.000-q00", "fsd50k:my clip.v2-q00", "fsd50k:..dots..scene-q00", "x/../../etc-q00",
+           "fsd50k:my_clip_v2-q00", "caf\udce9-q00"]
+    keys = [safe_key(i) for i in ids]
+    assert len(set(keys)) == len(ids)
+    for k in keys:
+        assert validate_key(k) == k and "/" not in k and ".." not in k
+    assert safe_key(ids[0]) == keys[0]  # deterministic
