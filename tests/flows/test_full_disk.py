@@ -188,3 +188,60 @@ def test_a_full_disk_is_not_retried() -> None:
     again = pickle.loads(pickle.dumps(DiskFullError("/runs/x/a.tar")))  # crosses Ray's process boundary intact
     assert isinstance(again, DiskFullError) and again.path == "/runs/x/a.tar" and again.errno == errno.ENOSPC
     assert str(again).startswith("no space left on device writing /runs/x/a.tar; free space")
+
+
+def _dir_bytes(path: Path) -> int:
+    return sum(pages(p.stat().st_size) for p in path.rglob("*") if p.is_file())
+
+
+def _run_figures(root: Path) -> list[dict]:
+    keys = ("iteration", "sdri_db", "si_sdri_db", "natural_sdri_db", "silence_sdr_db", "candidates", "kept_itt",
+            "kept_sst", "re_sdr_mean_db", "separator_hash")
+    return [{k: it.get(k) for k in keys} for it in json.loads((root / "report.json").read_text())["iterations"]]
+
+
+def _tars(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*.tar"))}
+
+
+@pytest.mark.timeout(900)
+def test_a_whole_run_on_a_disk_that_fills_fails_cleanly_and_resumes_to_the_same_result(tmp_path: Path) -> None:
+    """`stemforge run` (tiny preset) whose output directory is a small tmpfs that fills up while the synthetic shard
+    stores are written: the run stops with an error naming the file, leaves no temp file and no shard under a final
+    name that is not whole; once space is freed the same command completes with the figures and shard bytes of the
+    same run on ample space (both at one path: shards record their source paths)."""
+    import tarfile
+
+    from storage.shards.inspect import verify_store
+
+    tiny = str(Path(__file__).resolve().parents[2] / "configs" / "tiny.yaml")
+    args = ["run", "--config", tiny, "--set", "engine.backend=inprocess", "--set", "engine.final.enabled=false",
+            "--set", "engine.review_per_filter=0", "--quiet"]
+    with tmpfs(tmp_path / "disk", 400 << 20) as mount:
+        out = mount / "runs"
+        ref = CliRunner().invoke(cli, [*args, "--out", str(out)], catch_exceptions=False)
+        assert ref.exit_code == 0, ref.output
+        root = out / "tiny"
+        figures, tars = _run_figures(root), _tars(root)
+        room = _dir_bytes(root / "corpus") + _dir_bytes(root / "synthetic") // 2  # runs out halfway through synthetic
+        subprocess.run(["rm", "-rf", str(root)], check=True)
+        filler = fill_until(mount, pages(room) + 64 * PAGE)
+        full = subprocess.run([str(Path(os.sys.executable).with_name("stemforge")), *args, "--out", str(out)],
+                              capture_output=True, text=True, cwd=str(tmp_path))
+        assert full.returncode == 1, full.stderr[-3000:]
+        assert "no space left on device writing" in full.stderr and str(root) in full.stderr, full.stderr[-3000:]
+        assert temps(root) == []
+        for tar in root.rglob("*.tar"):  # whatever is under a final name is whole
+            with tarfile.open(tar) as t:
+                assert t.getmembers()
+        assert not (root / "steps" / "synthetic.json").exists()
+        filler.unlink()
+        resumed = CliRunner().invoke(cli, [*args, "--out", str(out)], catch_exceptions=False)
+        assert resumed.exit_code == 0, resumed.output
+        assert _run_figures(root) == figures
+        assert _tars(root) == tars
+        stores = sorted({p.parent for p in root.rglob("manifest.json") if list(p.parent.glob("*.tar"))})
+        assert stores
+        for store in stores:
+            assert not verify_store(store)["problems"], store
+        assert temps(root) == []
