@@ -62,6 +62,9 @@ class EngineConfig(Section):
     max_retries: int = Field(3, ge=0, description="retries of a task whose worker died (Ray: max_restarts/max_task_retries)")
     separator_steps: int = Field(450, ge=1, description="bootstrap separator budget in optimiser steps")
     retrain_steps: int = Field(350, ge=1, description="retrain budget per iteration in optimiser steps")
+    retrain_lr_scale: float = Field(1.0, gt=0.0, le=1.0, description="each retrain's (and its control's) peak learning "
+                                    "rate = separator.lr x this: fine-tuning a trained separator at the bootstrap's "
+                                    "peak rate may undo what it learnt (both arms alike, so the control stays matched)")
     train_workers: int = Field(1, ge=1, description="Ray Train workers (DDP ranks) per separator fit; "
                                "separator.batch_size is the global batch and must be divisible by it")
     train_use_gpu: bool | None = Field(None, description="Ray Train workers on GPUs (null: when the engine device "

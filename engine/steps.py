@@ -41,7 +41,8 @@ STEP_SECTIONS: list[tuple[str, tuple[str, ...]]] = [
     (r"scorer_pc", ("run.seed", "audio", "pc", "engine.scorer_steps")),
     (r"separator_0", ("run.seed", "separator", "engine.separator_steps", "engine.train_workers",
                       "engine.separator_queries")),
-    (r"(separator|control)_\d+", ("run.seed", "audio", "separator", "engine.retrain_steps", "engine.train_workers",
+    (r"(separator|control)_\d+", ("run.seed", "audio", "separator", "engine.retrain_steps", "engine.retrain_lr_scale",
+                                  "engine.train_workers",
                                   "engine.retrain_ratios", "engine.itt_max_others", "engine.separator_queries")),
     (r"filter_\d+", ("audio", "pseudo_label", "filters", "engine.rows_per_batch", "engine.pseudo_label_splits",
                      "run.stop_metric", "run.stop_split")),
@@ -203,12 +204,22 @@ def tier_shards(ctx: RunContext, k: int, corpus_out: dict[str, Any], separator: 
     return ctx.step(f"tiers_{k}", lambda: step_tiers(ctx.ws, ctx.cfg, k, corpus_out, separator, scorers))
 
 
+def retrain_config(ctx: RunContext, clap: dict[str, Any] | None) -> StemforgeConfig:
+    """The config a retrain and its control fine-tune with: `separator_config` at `engine.retrain_lr_scale` x the
+    peak learning rate (the same for both arms)."""
+    cfg = separator_config(ctx, clap)
+    scale = cfg.engine.retrain_lr_scale
+    if scale == 1.0:
+        return cfg
+    return cfg.model_copy(update={"separator": cfg.separator.model_copy(update={"lr": cfg.separator.lr * scale})})
+
+
 def retrain(ctx: RunContext, k: int, synthetic_out: dict[str, Any], corpus_out: dict[str, Any],
             init: dict[str, Any], tiers: dict[str, Any], clap: dict[str, Any] | None = None) -> dict[str, Any]:
     """separator_k: fine-tune separator k-1 on synthetic + the tiers it produced."""
     from engine.model_steps import retrain_streams, retrain_weights, train_separator_step
 
-    cfg = separator_config(ctx, clap)
+    cfg = retrain_config(ctx, clap)
 
     def fit() -> dict[str, Any]:
         weights = retrain_weights(cfg, tiers)
@@ -229,7 +240,7 @@ def control(ctx: RunContext, k: int, synthetic_out: dict[str, Any], init: dict[s
     from engine.model_steps import train_separator_step
     from engine.ray_train import shard_streams
 
-    cfg = separator_config(ctx, clap)
+    cfg = retrain_config(ctx, clap)
     return ctx.step(f"control_{k}", lambda: {**train_separator_step(
         ctx.ws, cfg, f"control{k}", partial(shard_streams, [synthetic_out["dirs"]["train"]], cfg.separator.sample_rate),
         synthetic_out["dirs"]["val"], cfg.engine.retrain_steps, init=init["checkpoint"],

@@ -37,3 +37,17 @@ def test_every_step_declares_its_sections():
         assert sections_of(step)
     with pytest.raises(KeyError, match="declares no config sections"):
         sections_of("unknown_step")
+
+
+def test_retrain_lr_scale_lowers_both_arms_and_keys_only_the_retrains(tmp_path):
+    from engine.steps import open_run, retrain_config
+
+    cfg = with_overrides(StemforgeConfig(), {"engine.retrain_lr_scale": 0.25})
+    ctx = open_run(cfg, tmp_path, "lr")
+    assert retrain_config(ctx, None).separator.lr == pytest.approx(cfg.separator.lr * 0.25)
+    assert ctx.cfg.separator.lr == StemforgeConfig().separator.lr  # the bootstrap and every lineage keep theirs
+    base = StemforgeConfig()
+    for step in ("separator_1", "control_1"):
+        assert step_key(cfg, step, "r", {}, "v") != step_key(base, step, "r", {}, "v"), step
+    for step in ("separator_0", "filter_1", "corpus"):
+        assert step_key(cfg, step, "r", {}, "v") == step_key(base, step, "r", {}, "v"), step
