@@ -140,10 +140,14 @@ def label_free_evaluation(ws: Workspace, cfg: Any, label: str, corpus: dict[str,
     return {**label_free_figures(read_candidates(sink.table_dir)), "split": split}
 
 
+THRESHOLD_KEYS = ("itt_min_db", "sst_min_db", "clap_target_min", "clap_residual_max", "pc_max", "silence_ratio_max",
+                  "judge_min")
+
+
 def thresholds_of(cfg: Any) -> dict[str, Any]:
+    """The thresholds and gates a filter step decided with (recorded in its marker, tier lineage and the review)."""
     f = cfg.filters
-    return {k: getattr(f, k) for k in ("itt_min_db", "sst_min_db", "clap_target_min", "clap_residual_max", "pc_max",
-                                         "silence_ratio_max", "judge_min")} | {
+    return {k: getattr(f, k) for k in THRESHOLD_KEYS} | {
         "enabled": {k: getattr(f, f"{k}_enabled") for k in ("remix", "clap_target", "clap_residual", "pc", "silence", "judge")}}
 
 

@@ -269,7 +269,7 @@ def evaluate(ctx: RunContext, label: str, separator: dict[str, Any], corpus_out:
 
     def run() -> dict[str, Any]:
         if natural["audit"] is None:
-            test = evaluate_checkpoint(checkpoint, cfg, {**natural, "audit": None}, synthetic_out["dirs"]["test"])
+            test = evaluate_checkpoint(checkpoint, cfg, natural, synthetic_out["dirs"]["test"])  # synthetic only
             free = {split: label_free_evaluation(ctx.ws, cfg, label, corpus_out, checkpoint, separator["checkpoint_hash"],
                                                  scorers, split) for split in (cfg.engine.natural_eval_split, cfg.run.stop_split)}
             return {**test, "natural_truth": False, "label_free": free[cfg.engine.natural_eval_split],

@@ -110,7 +110,7 @@ def reseparate(checkpoint: str, rows: Sequence[dict[str, Any]], mixtures: dict[s
     """Tracks of `rows` (candidate rows of one iteration) from its separator, as the pseudo-labeller made them:
     per scene and variant one batch, the mixture scaled by the variant's gain, the estimate scaled back."""
     from models.separator.infer import Separator
-    from pipelines.pseudolabel.windows import windowed
+    from pipelines.pseudolabel.candidates import separate_variant
 
     if not rows:
         return {}
@@ -123,10 +123,8 @@ def reseparate(checkpoint: str, rows: Sequence[dict[str, Any]], mixtures: dict[s
     out: dict[str, np.ndarray] = {}
     for (scene, _, gain_db), group in sorted(groups.items()):
         group.sort(key=lambda r: r.get("query_index") or 0)
-        gain = float(10.0 ** (gain_db / 20.0))
-        pos = [r["positive_text"] for r in group]
-        neg = [r.get("negative_text") for r in group]
-        mix = np.repeat((mixtures[scene] * gain)[None, :], len(group), axis=0)
-        est = windowed(lambda chunk: sep.separate(chunk, sample_rate, pos, neg), mix, sample_rate, window_s, overlap_s) / gain
+        est = separate_variant(sep.separate, mixtures[scene], sample_rate, [r["positive_text"] for r in group],
+                               [r.get("negative_text") for r in group], float(10.0 ** (gain_db / 20.0)), window_s,
+                               overlap_s)
         out.update({r["candidate_id"]: est[i].astype(np.float32) for i, r in enumerate(group)})
     return out

@@ -15,10 +15,9 @@ from typing import Any
 
 import numpy as np
 
+from engine.engine_steps import THRESHOLD_KEYS
 from engine.review.sample import RuleSpec
 
-THRESHOLD_KEYS = ("itt_min_db", "sst_min_db", "clap_target_min", "clap_residual_max", "pc_max", "silence_ratio_max",
-                  "judge_min")
 
 
 class ReviewError(RuntimeError):

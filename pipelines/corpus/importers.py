@@ -241,6 +241,34 @@ class _Writer:
             self.rows = []
 
 
+class Quarantine:
+    """The quarantine manifest of one import: every rejected (file, kind) counted in the report and recorded once,
+    across re-imports too (shared by every layout's importer)."""
+
+    def __init__(self, man: Path, report: ImportReport, batch_rows: int) -> None:
+        self.report = report
+        self.seen = _existing_quarantine(man)
+        self.writer = _Writer(man / "quarantine", mf.QUARANTINE_SCHEMA, batch_rows)
+
+    def reject(self, path: Path, kind: str, message: str) -> None:
+        self.report.quarantined_by_kind[kind] += 1
+        log.debug("quarantine %s: %s: %s", path, kind, message)
+        key = (mf.storable_text(str(path)), kind)  # as the quarantine table stores it (non-UTF-8 names escaped)
+        if key not in self.seen:
+            self.seen.add(key)
+            self.writer.add(mf.quarantine_row(path, IMPORT_STAGE, kind, message))
+
+    def flush(self) -> None:
+        self.writer.flush()
+
+
+def finish_import(report: ImportReport, out: Path) -> ImportReport:
+    """Totals of the manifests as they now stand, and `import_report.json` (atomically)."""
+    report.manifest_totals = _manifest_totals(out / "manifests")
+    atomic_write_text(out / "import_report.json", json.dumps(report.to_dict(), indent=2) + "\n")
+    return report
+
+
 def run_import(candidates: Iterable[Candidate], out_dir: str | Path, *, layout: str, dataset: str, root: str | Path,
                audio_cfg: AudioConfig, import_cfg: ImportConfig, seed: int = 0,
                progress: Callable[[int], None] | None = None, parent_labels_removed: int | Callable[[], int] = 0,
@@ -254,18 +282,10 @@ def run_import(candidates: Iterable[Candidate], out_dir: str | Path, *, layout: 
     man.mkdir(parents=True, exist_ok=True)
     report = ImportReport(layout=layout, dataset=dataset, root=str(Path(root).resolve()), out=str(out), notes=list(notes or []))
     seen, seen_ids = _existing_keys(man)
-    already_quarantined = _existing_quarantine(man)
     sources = _Writer(man / "sources", mf.SOURCE_CLIP_SCHEMA, import_cfg.batch_rows)
     scenes = _Writer(man / "scenes", mf.NATURAL_SCENE_SCHEMA, import_cfg.batch_rows)
-    quarantine = _Writer(man / "quarantine", mf.QUARANTINE_SCHEMA, import_cfg.batch_rows)
-
-    def reject(path: Path, kind: str, message: str) -> None:
-        report.quarantined_by_kind[kind] += 1
-        log.debug("quarantine %s: %s: %s", path, kind, message)
-        key = (mf.storable_text(str(path)), kind)  # as the quarantine table stores it (non-UTF-8 names escaped)
-        if key not in already_quarantined:
-            already_quarantined.add(key)
-            quarantine.add(mf.quarantine_row(path, IMPORT_STAGE, kind, message))
+    quarantine = Quarantine(man, report, import_cfg.batch_rows)
+    reject = quarantine.reject
 
     try:
         for cand in candidates:
@@ -281,9 +301,7 @@ def run_import(candidates: Iterable[Candidate], out_dir: str | Path, *, layout: 
         for writer in (sources, scenes, quarantine):
             writer.flush()
     report.parent_labels_removed = parent_labels_removed() if callable(parent_labels_removed) else parent_labels_removed
-    report.manifest_totals = _manifest_totals(man)
-    atomic_write_text(out / "import_report.json", json.dumps(report.to_dict(), indent=2) + "\n")
-    return report
+    return finish_import(report, out)
 
 
 def not_utf8(*texts: str) -> bool:

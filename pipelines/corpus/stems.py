@@ -29,7 +29,6 @@ Checks per mixture (a failure quarantines the whole mixture with a message namin
 """
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,12 +37,11 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 
 from pipelines.corpus.config import ImportConfig
-from pipelines.corpus.importers import (IMPORT_STAGE, ImportReport, LayoutError, _existing_keys, _existing_quarantine,
-                                        _manifest_totals, _Writer, clip_row, hash_split, normalise_labels)
+from pipelines.corpus.importers import (ImportReport, LayoutError, Quarantine, _existing_keys, _Writer, clip_row,
+                                        finish_import, hash_split, normalise_labels)
 from pipelines.corpus.ontology import Ontology, label_slug, packaged_ontology
 from pipelines.mixing.loudness import active_span
 from storage import manifests as mf
-from storage.atomic import atomic_write_text
 from storage.audio import AudioConfig, AudioError, load_audio, probe
 
 log = logging.getLogger("stemforge.corpus.import")
@@ -200,22 +198,16 @@ def import_stems(mixtures: Iterable[StemsMixture], out_dir: str | Path, *, datas
     report = ImportReport(layout="stems", dataset=dataset, root=str(Path(root).resolve()), out=str(out), notes=list(notes or []))
     stats = {"audit_stems": 0, "sum": 0, "not_sum": 0, "silent_stems": 0, "sum_min_db": import_cfg.stems_sum_min_db}
     seen, seen_ids = _existing_keys(man)
-    already = _existing_quarantine(man)
     scenes = _Writer(man / "scenes", mf.NATURAL_SCENE_SCHEMA, import_cfg.batch_rows)
     audit = _Writer(man / "audit", mf.AUDIT_STEM_SCHEMA, import_cfg.batch_rows)
-    quarantine = _Writer(man / "quarantine", mf.QUARANTINE_SCHEMA, import_cfg.batch_rows)
+    quarantine = Quarantine(man, report, import_cfg.batch_rows)
     try:
         for m in mixtures:
             report.candidates += 1
             try:
                 _import_mixture(m, report, stats, seen, seen_ids, scenes, audit, audio_cfg, import_cfg, dataset, seed, ontology)
             except _Rejected as rej:
-                report.quarantined_by_kind[rej.kind] += 1
-                log.debug("quarantine %s: %s: %s", rej.path, rej.kind, rej.message)
-                key = (mf.storable_text(str(rej.path)), rej.kind)  # as the quarantine table stores it
-                if key not in already:
-                    already.add(key)
-                    quarantine.add(mf.quarantine_row(rej.path, IMPORT_STAGE, rej.kind, rej.message))
+                quarantine.reject(rej.path, rej.kind, rej.message)
             finally:
                 if progress is not None:
                     progress(1)
@@ -225,9 +217,7 @@ def import_stems(mixtures: Iterable[StemsMixture], out_dir: str | Path, *, datas
         for writer in (audit, scenes, quarantine):
             writer.flush()
     report.stems = stats
-    report.manifest_totals = _manifest_totals(man)
-    atomic_write_text(out / "import_report.json", json.dumps(report.to_dict(), indent=2) + "\n")
-    return report
+    return finish_import(report, out)
 
 
 def _import_mixture(m: StemsMixture, report: ImportReport, stats: dict[str, Any], seen: set[str], seen_ids: set[str],

@@ -43,6 +43,17 @@ def query_texts(query: Query, variant: Variant) -> tuple[str, str | None]:
     return query.positive_text, negative
 
 
+def separate_variant(separate: SeparateFn, scene: np.ndarray, sample_rate: int, pos: Sequence[str],
+                     neg: Sequence[str | None], gain: float, window_s: float, overlap_s: float) -> np.ndarray:
+    """Estimates `[N, T]` of one scene for N query texts in one batch: the scene scaled by the variant's linear
+    `gain`, windowed if long, the estimates scaled back. The one place a candidate track is made (the review page
+    re-makes dropped candidates' tracks with it)."""
+    scene = np.asarray(scene, dtype=np.float32)
+    mix = np.repeat((scene * gain)[None, :], len(pos), axis=0)
+    est = windowed(lambda chunk: separate(chunk, sample_rate, list(pos), list(neg)), mix, sample_rate, window_s, overlap_s)
+    return est / gain
+
+
 def separate_queries(separate: SeparateFn, scene: np.ndarray, sample_rate: int, queries: Sequence[Query],
                      variant_list: Sequence[Variant], window_s: float, overlap_s: float) -> np.ndarray:
     """Estimates `[Q, V, T]` for every query x variant of one scene, batched per variant, windowed if long."""
@@ -50,11 +61,8 @@ def separate_queries(separate: SeparateFn, scene: np.ndarray, sample_rate: int, 
     out = np.zeros((len(queries), len(variant_list), len(scene)), dtype=np.float32)
     for v, variant in enumerate(variant_list):
         texts = [query_texts(q, variant) for q in queries]
-        pos = [t[0] for t in texts]
-        neg = [t[1] for t in texts]
-        mix = np.repeat((scene * variant.gain)[None, :], len(queries), axis=0)
-        est = windowed(lambda chunk: separate(chunk, sample_rate, pos, neg), mix, sample_rate, window_s, overlap_s)
-        out[:, v, :] = est / variant.gain
+        out[:, v, :] = separate_variant(separate, scene, sample_rate, [t[0] for t in texts], [t[1] for t in texts],
+                                        variant.gain, window_s, overlap_s)
     return out
 
 
