@@ -72,6 +72,7 @@ def main() -> int:
     import logging
 
     logging.basicConfig(level=logging.WARNING)
+    from engine.determinism import seed_step
     from engine.engine_steps import step_filter
     from engine.workspace import Workspace
     from engine.run_config import load
@@ -102,6 +103,9 @@ def main() -> int:
 
             ctx = ray_session(bcfg.engine.ray)
             ctx.__enter__()
+        # the state `stemforge run` gives every step (engine/determinism.py): torch on `separator.threads` intra-op
+        # threads, as in a Ray actor of `engine.actor_cpus` CPUs - the in-process figure is one core's, like one actor's
+        seed_step(bcfg.run.seed, "filter_0", bcfg.separator.threads)
         t0 = time.perf_counter()
         stats = step_filter(ws, bcfg, 0, corpus, separator, scorers)
         timings[backend] = time.perf_counter() - t0

@@ -77,6 +77,13 @@ class EngineConfig(Section):
     pseudo_label_splits: list[str] = Field(default_factory=lambda: ["train"], description="natural-scene splits pseudo-labelled")
     natural_eval_split: str = Field("test", description="held-out natural scenes evaluated against their audit stems")
     itt_max_others: int = Field(2, ge=1)
+    retrain_checkpoint: Literal["end", "best"] = Field(
+        "end", description="the checkpoint a retrain, its control and the final separator hand on: end = the weights at "
+        "the end of the step budget (annealed by the cosine schedule); best = lowest loss on the synthetic validation "
+        "tuples (off-domain for a model fine-tuned on natural pseudo-labels: docs/perf/engine.md)")
+    accumulate_tiers: bool = Field(True, description="retrain k trains on the kept tiers of every earlier iteration, "
+                                   "not only of iteration k-1 (ClearSep's separated-track set grows with the iterations); "
+                                   "a track kept again replaces its earlier version (same scene and label)")
     allow_config_change: bool = Field(False, description="continue a run directory whose config hash differs")
     scorer_steps: dict[str, int] = Field(default_factory=dict, description="run-only caps on scorer training steps: "
                                          "clap, judge_pretrain, judge_finetune, pc (absent = the scorer section's value)")

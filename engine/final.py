@@ -68,6 +68,15 @@ def train_final_judge(ws: Workspace, cfg: Any, judge: dict[str, Any], sources: s
             **targets, "heldout": metrics}
 
 
+def _tier_lineage(tier: dict[str, Any]) -> dict[str, Any]:
+    """A tier's stores in the model card: the newest with its index hash, accumulated earlier ones under `earlier`."""
+    dirs = list(tier.get("dirs") or [tier["dir"]])
+    out = {"dir": dirs[0], "index_hash": _index_hash(dirs[0]), "count": tier["count"], "hours": tier["hours"]}
+    if len(dirs) > 1:
+        out["earlier"] = [{"dir": d, "index_hash": _index_hash(d)} for d in dirs[1:]]
+    return out
+
+
 def _index_hash(store: str | Path) -> str | None:
     """sha256 of a shard store's manifest (its shards with their sizes and hashes, storage/shards/store.py) plus
     its per-shard member indexes: the data's identity, checked by `stemforge shards verify`."""
@@ -124,8 +133,7 @@ def write_release(root: Path, cfg: Any, config_hash: str, report: dict[str, Any]
                   "init": judge["init"]},
         "data": {"synthetic": {s: {"dir": d, "index_hash": _index_hash(d), "count": synthetic["counts"].get(s)}
                                for s, d in synthetic["dirs"].items()},
-                 "tiers": {t: {"dir": v["dir"], "index_hash": _index_hash(v["dir"]), "count": v["count"],
-                               "hours": v["hours"]} for t, v in tiers.items()},
+                 "tiers": {t: _tier_lineage(v) for t, v in tiers.items()},
                  "tiers_from": tiers_from, "corpus": report.get("corpus")},
         "thresholds": (report.get("last_filter") or {}).get("thresholds"),
         "iterations": [{k: r.get(k) for k in ("iteration", "separator_hash", "sdri_db", "natural_sdri_db",
@@ -193,6 +201,8 @@ def _card_md(card: dict[str, Any], ev: dict[str, Any]) -> str:
         lines.append(f"| synthetic {split} | `{d['dir']}` | `{d['index_hash']}` | {d['count']} |")
     for tier, d in data["tiers"].items():
         lines.append(f"| tier {tier} ({data['tiers_from']}) | `{d['dir']}` | `{d['index_hash']}` | {d['count']} |")
+        for e in d.get("earlier", []):
+            lines.append(f"| tier {tier}, an earlier iteration's | `{e['dir']}` | `{e['index_hash']}` | |")
     lines += ["", f"Thresholds: `{json.dumps(card['thresholds'])}`", "", "## Iterations", "",
               "| iteration | separator | synthetic SDRi | natural SDRi | 95% CI | control | kept ITT/SST |",
               "|---|---|---|---|---|---|---|"]

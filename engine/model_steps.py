@@ -40,12 +40,30 @@ def retrain_weights(cfg: Any, tiers: dict[str, Any]) -> dict[str, float]:
     return normalised_ratios(cfg.engine.retrain_ratios, available)
 
 
+def tier_tracks(tier: dict[str, Any], sample_rate: int) -> list[dict[str, Any]]:
+    """The decoded samples of a tier's stores (`dirs` newest first, or one `dir`): a track kept by several iterations
+    (same scene and label) only in its newest version."""
+    from models.separator.data import read_samples
+
+    seen: set[tuple[str, str]] = set()
+    out: list[dict[str, Any]] = []
+    for d in tier.get("dirs") or [tier["dir"]]:
+        for s in read_samples([d], sample_rate):
+            meta = s["json"]
+            ident = (str((meta.get("scene_lineage") or {}).get("scene_id", s.get("__key__"))),
+                     str((meta.get("target_labels") or [""])[0]))
+            if ident not in seen:
+                seen.add(ident)
+                out.append(s)
+    return out
+
+
 def retrain_streams(cfg: Any, synthetic_train: str, tiers: dict[str, Any], sources: str, seed: int) -> list[tuple[Any, float]]:
     """(source, weight) pairs for synthetic / ITT / SST with the configured ratios (empty tiers left out).
 
     Called where the training runs (each Ray Train rank builds its own: only shard indexes and the few kept tracks
     are loaded, and every source is indexable, so ranks and resumed runs draw the same samples)."""
-    from models.separator.data import ShardSource, read_samples
+    from models.separator.data import ShardSource
     from pipelines.training_data import ITTBuilder, sst_sample
 
     sr = cfg.separator.sample_rate
@@ -53,18 +71,18 @@ def retrain_streams(cfg: Any, synthetic_train: str, tiers: dict[str, Any], sourc
     weights = retrain_weights(cfg, tiers)
     if "itt" in weights:
         clean = _clean_tracks(sources, cfg.audio, limit=200, seed=seed)
-        built["itt"] = ITTBuilder(read_samples([tiers["itt"]["dir"]], sr), clean, seed=seed,
-                                  max_others=cfg.engine.itt_max_others)
+        built["itt"] = ITTBuilder(tier_tracks(tiers["itt"], sr), clean, seed=seed, max_others=cfg.engine.itt_max_others)
     if "sst" in weights:
-        built["sst"] = [sst_sample(s) for s in read_samples([tiers["sst"]["dir"]], sr)]
+        built["sst"] = [sst_sample(s) for s in tier_tracks(tiers["sst"], sr)]
     return [(built[k], w) for k, w in weights.items()]
 
 
 def train_separator_step(ws: Workspace, cfg: Any, name: str, streams: Callable[[], Sequence[tuple[Any, float]]],
                          val_dir: str, steps: int, init: str | None = None,
-                         lineage: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Train `steps` optimiser steps into `<name>/separator/` (resuming from its last.pt) and return the best
-    checkpoint and its hash.
+                         lineage: dict[str, Any] | None = None, pick: str = "best") -> dict[str, Any]:
+    """Train `steps` optimiser steps into `<name>/separator/` (resuming from its last.pt) and return the chosen
+    checkpoint and its hash: `pick` "best" (lowest validation loss, `best.pt`) or "end" (the weights at the end of
+    the budget, `end.pt`; `engine.retrain_checkpoint`).
 
     `streams` is a picklable callable returning `(source, weight)` pairs (e.g. `partial(shard_streams, [dir], sr)`,
     `partial(retrain_streams, ...)`): it runs inside every training worker. With `engine.backend: ray` the fit runs
@@ -87,9 +105,18 @@ def train_separator_step(ws: Workspace, cfg: Any, name: str, streams: Callable[[
         if workers > 1:
             log.warning("engine.train_workers=%d needs engine.backend: ray; training in this process", workers)
         res = run_spec(spec)
-    best = str(res.best)
-    return {"checkpoint": best, "checkpoint_hash": weights_hash(best)[:16], "epochs": res.epochs, "steps": res.steps,
-            "train_seconds": round(res.seconds, 1), "best_metrics": res.best_metrics, "train_workers": workers}
+    if pick not in ("best", "end"):
+        raise ValueError(f"checkpoint pick {pick!r}: expected best or end")
+    if pick == "end":
+        from models.separator.train import end_checkpoint
+
+        chosen = str(end_checkpoint(out))
+    else:
+        chosen = str(res.best)
+    end_metrics = res.history[-1] if res.history else {}
+    return {"checkpoint": chosen, "checkpoint_hash": weights_hash(chosen)[:16], "picked": pick, "epochs": res.epochs,
+            "steps": res.steps, "train_seconds": round(res.seconds, 1), "best_metrics": res.best_metrics,
+            "end_metrics": end_metrics, "train_workers": workers}
 
 
 SCORER_STEP_KEYS = {"clap": ("clap", "steps"), "judge_pretrain": ("judge", "pretrain_steps"),

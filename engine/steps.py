@@ -43,12 +43,14 @@ STEP_SECTIONS: list[tuple[str, tuple[str, ...]]] = [
                       "engine.separator_queries")),
     (r"(separator|control)_\d+", ("run.seed", "audio", "separator", "engine.retrain_steps", "engine.retrain_lr_scale",
                                   "engine.train_workers",
-                                  "engine.retrain_ratios", "engine.itt_max_others", "engine.separator_queries")),
+                                  "engine.retrain_ratios", "engine.itt_max_others", "engine.accumulate_tiers",
+                                  "engine.retrain_checkpoint", "engine.separator_queries")),
     (r"filter_\d+", ("audio", "pseudo_label", "filters", "engine.rows_per_batch", "engine.pseudo_label_splits",
                      "run.stop_metric", "run.stop_split")),
     (r"tiers_\d+", ("audio", "shards", "filters", "engine.pseudo_label_splits")),
     # pseudo_label/filters/audio: the label-free natural evaluation (no stems) runs the pseudo-label + scoring chain
     (r"final_separator", ("run.seed", "audio", "separator", "engine.final", "engine.train_workers",
+                          "engine.retrain_checkpoint", "engine.accumulate_tiers",
                           "engine.retrain_ratios", "engine.itt_max_others", "engine.separator_queries")),
     (r"final_judge", ("run.seed", "audio", "judge", "engine.final", "engine.scorer_steps")),
     (r"release", ("engine.final",)),
@@ -204,6 +206,27 @@ def tier_shards(ctx: RunContext, k: int, corpus_out: dict[str, Any], separator: 
     return ctx.step(f"tiers_{k}", lambda: step_tiers(ctx.ws, ctx.cfg, k, corpus_out, separator, scorers))
 
 
+def training_tiers(ctx: RunContext, k: int, tiers: dict[str, Any]) -> dict[str, Any]:
+    """The tiers a model trained after iteration k's pseudo-labels learns from: `tiers` (iteration k's stores), and
+    with `engine.accumulate_tiers` also those of every earlier iteration, newest first (`dirs`; the reader keeps a
+    track's newest version). Counts are summed before that de-duplication (they only decide which tiers exist)."""
+    if not ctx.cfg.engine.accumulate_tiers or k == 0:
+        return tiers
+    earlier = [finished(ctx, f"tiers_{j}") for j in range(k - 1, -1, -1)]
+    out: dict[str, Any] = {}
+    for tier, cur in tiers.items():
+        stores = [s for s in [cur] + [e.get(tier, {}) for e in earlier] if s.get("count", 0) > 0]
+        out[tier] = cur if not stores else {
+            **cur, "dirs": [tier_dirs(s)[0] for s in stores], "count": sum(int(s["count"]) for s in stores),
+            "hours": sum(float(s.get("hours", 0.0)) for s in stores)}
+    return out
+
+
+def tier_dirs(tier: dict[str, Any]) -> list[str]:
+    """A tier's shard stores, newest first (one unless accumulated)."""
+    return list(tier.get("dirs") or [tier["dir"]])
+
+
 def retrain_config(ctx: RunContext, clap: dict[str, Any] | None) -> StemforgeConfig:
     """The config a retrain and its control fine-tune with: `separator_config` at `engine.retrain_lr_scale` x the
     peak learning rate (the same for both arms)."""
@@ -220,14 +243,16 @@ def retrain(ctx: RunContext, k: int, synthetic_out: dict[str, Any], corpus_out: 
     from engine.model_steps import retrain_streams, retrain_weights, train_separator_step
 
     cfg = retrain_config(ctx, clap)
+    tiers = training_tiers(ctx, k - 1, tiers)
 
     def fit() -> dict[str, Any]:
         weights = retrain_weights(cfg, tiers)
         streams = partial(retrain_streams, cfg, synthetic_out["dirs"]["train"], tiers, corpus_out["sources"],
                           cfg.run.seed + k)
         out = train_separator_step(ctx.ws, cfg, f"iter{k}", streams, synthetic_out["dirs"]["val"], cfg.engine.retrain_steps,
-                                   init=init["checkpoint"], lineage={"iteration": k, "weights": weights,
-                                                                     "tiers": {t: v["dir"] for t, v in tiers.items()}})
+                                   init=init["checkpoint"], pick=cfg.engine.retrain_checkpoint,
+                                   lineage={"iteration": k, "weights": weights,
+                                                                     "tiers": {t: tier_dirs(v) for t, v in tiers.items()}})
         return {**out, "weights": weights}
 
     return ctx.step(f"separator_{k}", fit)
@@ -243,7 +268,7 @@ def control(ctx: RunContext, k: int, synthetic_out: dict[str, Any], init: dict[s
     cfg = retrain_config(ctx, clap)
     return ctx.step(f"control_{k}", lambda: {**train_separator_step(
         ctx.ws, cfg, f"control{k}", partial(shard_streams, [synthetic_out["dirs"]["train"]], cfg.separator.sample_rate),
-        synthetic_out["dirs"]["val"], cfg.engine.retrain_steps, init=init["checkpoint"],
+        synthetic_out["dirs"]["val"], cfg.engine.retrain_steps, init=init["checkpoint"], pick=cfg.engine.retrain_checkpoint,
         lineage={"iteration": k, "data": "synthetic", "control_of": f"separator_{k}"}), "weights": {"synthetic": 1.0}})
 
 
@@ -370,8 +395,8 @@ def final_separator(ctx: RunContext, synthetic_out: dict[str, Any], corpus_out: 
                           cfg.run.seed + 7919)
         init = last["checkpoint"] if from_last else None
         out = train_separator_step(ctx.ws, cfg, "final_train", streams, synthetic_out["dirs"]["val"], cfg.engine.final.steps,
-                                   init=init, lineage={"final": True, "weights": weights,
-                                                       "tiers": {t: v["dir"] for t, v in tiers.items()}})
+                                   init=init, pick=cfg.engine.retrain_checkpoint, lineage={"final": True, "weights": weights,
+                                                       "tiers": {t: tier_dirs(v) for t, v in tiers.items()}})
         return {**out, "weights": weights, "preset": cfg.separator.preset,
                 "init": last["checkpoint_hash"] if from_last else None}
 

@@ -332,13 +332,16 @@ def _final(ctx: steps.RunContext) -> dict[str, Any]:
         last = steps.finished(ctx, f"separator_{k}")
         clap = scorers["clap"] if cfg.engine.separator_queries == "run_clap" else None
         if ctx.ws.done(f"filter_{k}") is not None:  # separator k pseudo-labelled: its kept tracks are the data
+            j = k
             tiers = tasks.tier_shards(run, k, corpus, last, scorers, step=f"tiers_{k}")
-            tiers_from = f"filter_{k} (separator {k})"
         elif k > 0:
+            j = k - 1
             tiers = steps.finished(ctx, f"tiers_{k - 1}")
-            tiers_from = f"filter_{k - 1} (separator {k - 1})"
         else:
             raise RunError(f"{ctx.root}: separator 0 is the best but filter_0 has not finished")
+        tiers_from = f"filter_{j} (separator {j})" + (" and the earlier iterations' (engine.accumulate_tiers)"
+                                                      if cfg.engine.accumulate_tiers and j > 0 else "")
+        tiers = steps.training_tiers(ctx, j, tiers)
         concurrent = cfg.engine.backend == "ray" and steps.ray_cpus() >= 2 * cfg.engine.train_workers
         judge_future = tasks.final_judge.submit(run, corpus, scorers["judge"]) if concurrent else None
         separator = tasks.final_separator(run, synthetic, corpus, last, tiers, clap)

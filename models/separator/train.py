@@ -260,6 +260,19 @@ def load_result(out_dir: str | Path) -> TrainResult:
                        best_metrics=dict(best_metrics))
 
 
+def end_checkpoint(out_dir: str | Path) -> Path:
+    """`end.pt`: the weights at the end of the step budget (`last.pt` without its optimiser state).
+
+    Why: a fine-tune on a cosine schedule ends annealed at `min_lr`, while `best.pt` is chosen by the loss on the
+    *synthetic* validation tuples; for a model fine-tuned on natural pseudo-labels that picks mid-schedule
+    weights at a high learning rate (docs/perf/engine.md: separator_2's best was step 100 of 250)."""
+    import dataclasses
+
+    out = Path(out_dir)
+    ck = load_checkpoint(out / "last.pt")
+    return save_checkpoint(out / "end.pt", dataclasses.replace(ck, train_state=None))
+
+
 def train_separator(cfg: SeparatorConfig, streams: Streams, val_samples: Sequence[dict[str, Any]],
                     out_dir: str | Path, init: str | Path | None = None, text_encoder: TextEncoder | None = None,
                     lineage: dict[str, Any] | None = None, resume: bool = True,

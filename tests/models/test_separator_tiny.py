@@ -321,3 +321,18 @@ def test_absent_queries_use_the_forms_present_queries_use() -> None:
     assert asked_absent <= allowed and asked_present <= allowed
     assert len(asked_absent) >= 12 and len(asked_present) >= 12
     assert {"distant thunder rolling", "thunder", "THUNDER", "Thunder"} <= asked_absent & asked_present
+
+
+def test_end_checkpoint_is_the_last_weights_without_optimiser_state(tmp_path: Path) -> None:
+    """`end.pt` (engine.retrain_checkpoint: end) holds the weights at the end of the budget, loadable like best.pt;
+    best.pt may be an earlier step."""
+    from models.separator.train import end_checkpoint
+
+    stream, val = _shards(tmp_path)
+    res = train_separator(SeparatorConfig(**SMALL, max_steps=6, lr_schedule="cosine"), [(stream, 1.0)], val, tmp_path / "r")
+    end = end_checkpoint(tmp_path / "r")
+    last, ck = load_checkpoint(res.last), load_checkpoint(end)
+    assert ck.train_state is None and last.train_state["step"] == 6
+    assert all(torch.equal(ck.state_dict[k], last.state_dict[k]) for k in last.state_dict)
+    assert end.stat().st_size < res.last.stat().st_size  # no optimiser moments
+    Separator.load(end, "cpu")
