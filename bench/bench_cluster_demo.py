@@ -4,13 +4,16 @@ Starts a head and a worker node with `ray start` (tests/engine/ray_cluster.py: o
 their own temp dir, stopped by PID - never `ray stop`), then runs the whole demo twice as jobs:
 `stemforge submit --wait -- run --config configs/demo.yaml` and the plain Ray CLI
 `ray job submit --working-dir . -- stemforge run --config configs/demo.yaml`, each into its own run directory
-under `--out` (an absolute path: on one machine every node sees it, on a real cluster it is shared storage).
-Prints, per job, its wall time, the nodes its steps ran on and whether its report's figures equal those of a
-reference run (`--reference`, default runs/demo: `make run` on the local Ray instance) - step budgets and per-step
-seeds make a run's figures independent of where its steps ran.
+`<out>/<name>` (`--name` is a template over the job's seed; `--out` is absolute: on one machine every node sees it,
+on a real cluster it is shared storage). `--submit-seed` / `--ray-seed` pick each job's `run.seed`; with
+`--name 'bench-engine-s{seed}' --out runs` the jobs are seeds of `bench/bench_engine.py`, which then resumes them.
+Prints, per job, its wall time, whether its driver joined the cluster, the Ray tasks per node, and - where a
+reference run of the same seed exists (`--reference`, a template too) - whether the report's figures are the same:
+step budgets and per-step seeds make a run's figures independent of where its steps ran.
 
-    .venv/bin/python bench/bench_cluster_demo.py [--out /tmp/sf-cluster-demo] [--reference runs/demo]
-        [--only submit|ray] [--set KEY=VALUE ...] [--json-out FILE]
+    .venv/bin/python bench/bench_cluster_demo.py [--out /tmp/sf-cluster-demo] [--name 'demo-{kind}-s{seed}']
+        [--submit-seed 0] [--ray-seed 0] [--reference 'runs/demo'] [--only submit|ray] [--set KEY=VALUE ...]
+        [--json-out FILE]
 
 Takes about as long as two `make run`s (the cluster has the same two cores).
 """
@@ -52,7 +55,7 @@ def tasks_per_node(dashboard: str) -> dict[str, int]:
 
         apply_auth_mode()
         counts: dict[str, int] = {}
-        for t in list_tasks(address=dashboard, limit=100_000, raise_on_missing_output=False):
+        for t in list_tasks(address=dashboard, limit=10_000, raise_on_missing_output=False):
             node = getattr(t, "node_id", None) or "unscheduled"
             counts[node[:12]] = counts.get(node[:12], 0) + 1
         return counts
@@ -60,9 +63,10 @@ def tasks_per_node(dashboard: str) -> dict[str, int]:
         return {"error": f"{type(exc).__name__}: {exc}"[:200]}
 
 
-def run_job(kind: str, dashboard: str, out: Path, overrides: list[str], timeout_s: float) -> dict[str, Any]:
-    sets = [a for o in overrides for a in ("--set", o)]
-    run_args = ["run", "--config", "configs/demo.yaml", "--out", str(out), "--name", "demo", *sets]
+def run_job(kind: str, dashboard: str, out: Path, name: str, seed: int, overrides: list[str],
+            timeout_s: float) -> dict[str, Any]:
+    sets = [a for o in [*overrides, f"run.seed={seed}"] for a in ("--set", o)]
+    run_args = ["run", "--config", "configs/demo.yaml", "--out", str(out), "--name", name, *sets]
     sub = f"bench-{kind}-{int(time.time())}"
     if kind == "submit":
         cmd = [sys.executable, "-m", "flows.cli", "submit", "--address", dashboard, "--wait", "--submission-id", sub,
@@ -75,9 +79,9 @@ def run_job(kind: str, dashboard: str, out: Path, overrides: list[str], timeout_
     wall = time.perf_counter() - t0
     logs = subprocess.run([sys.executable, "-m", "flows.cli", "jobs", "logs", "--address", dashboard, sub],
                           cwd=str(REPO), env=cluster_env(), capture_output=True, text=True, timeout=120).stdout
-    report_path = out / "demo" / "report.json"
+    report_path = out / name / "report.json"
     report = json.loads(report_path.read_text()) if report_path.exists() else {}
-    return {"kind": kind, "submission_id": sub, "returncode": res.returncode, "wall_s": round(wall, 1),
+    return {"kind": kind, "seed": seed, "run": str(out / name), "submission_id": sub, "returncode": res.returncode, "wall_s": round(wall, 1),
             "joined_cluster": "joining that cluster instead of starting one" in logs,
             "report": str(report_path) if report else None, "figures": figures(report) if report else None,
             "tail": (res.stdout + res.stderr)[-3000:] if res.returncode else ""}
@@ -86,7 +90,11 @@ def run_job(kind: str, dashboard: str, out: Path, overrides: list[str], timeout_
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="/tmp/sf-cluster-demo", help="absolute root of the jobs' run directories")
-    ap.add_argument("--reference", default=str(REPO / "runs" / "demo"), help="a run of the same config to compare with")
+    ap.add_argument("--name", default="demo-{kind}-s{seed}", help="run name template ({kind}, {seed})")
+    ap.add_argument("--submit-seed", type=int, default=0, help="run.seed of the `stemforge submit` job")
+    ap.add_argument("--ray-seed", type=int, default=0, help="run.seed of the `ray job submit` job")
+    ap.add_argument("--reference", default=str(REPO / "runs" / "demo"),
+                    help="a run of the same config and seed to compare with (template over {seed})")
     ap.add_argument("--only", choices=["submit", "ray"], default=None)
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--timeout", type=float, default=3600.0, help="per job, seconds")
@@ -94,25 +102,27 @@ def main() -> int:
     args = ap.parse_args()
 
     out_root = Path(args.out).resolve()
-    ref_path = Path(args.reference) / "report.json"
-    reference = figures(json.loads(ref_path.read_text())) if ref_path.exists() else None
     results = []
+    references: dict[str, Any] = {}
     cluster = start_cluster(workers=1)
     try:
         print(f"cluster: head {cluster.address}, dashboard {cluster.dashboard}, 2 nodes x 1 CPU", file=sys.stderr)
         for kind in [args.only] if args.only else ["submit", "ray"]:
-            out = out_root / kind
-            r = run_job(kind, cluster.dashboard, out, args.overrides, args.timeout)
+            seed = args.submit_seed if kind == "submit" else args.ray_seed
+            name = args.name.format(kind=kind, seed=seed)
+            r = run_job(kind, cluster.dashboard, out_root, name, seed, args.overrides, args.timeout)
             r["ray_tasks_per_node_so_far"] = tasks_per_node(cluster.dashboard)
+            ref = Path(args.reference.format(seed=seed)) / "report.json"
+            reference = figures(json.loads(ref.read_text())) if ref.exists() and ref.parent.resolve() != Path(r["run"]) else None
+            references[kind] = {"path": str(ref), "figures": reference}
             r["same_figures_as_reference"] = None if reference is None or r["figures"] is None else r["figures"] == reference
             results.append(r)
-            print(f"{kind:6s}: rc {r['returncode']}, {r['wall_s']:.0f} s, joined the cluster: {r['joined_cluster']}, "
-                  f"same figures as {args.reference}: {r['same_figures_as_reference']}, "
+            print(f"{kind:6s}: seed {seed}, rc {r['returncode']}, {r['wall_s']:.0f} s, joined the cluster: "
+                  f"{r['joined_cluster']}, same figures as {ref.parent}: {r['same_figures_as_reference']}, "
                   f"Ray tasks by node so far: {r['ray_tasks_per_node_so_far']}", file=sys.stderr)
     finally:
         cluster.stop()
-    text = json.dumps({"reference": str(ref_path) if reference else None, "reference_figures": reference,
-                       "jobs": results}, indent=2)
+    text = json.dumps({"references": references, "jobs": results}, indent=2)
     print(text)
     if args.json_out:
         Path(args.json_out).write_text(text + "\n")

@@ -152,7 +152,9 @@ def main() -> int:
         result["filter"] = run_other("bench_ray_filter.py", filt, timeout=1800)
         result["mixing"] = run_other("bench_ray_mixing.py", mix, timeout=1800)
     ratios = {"step_inprocess_over_ray": result["step"]["ratio_inprocess_over_ray"],
-              "filter_inprocess_over_ray (goal >= 0.9)": result.get("filter", {}).get("ratio_inprocess_over_ray"),
+              "filter_inprocess_over_ray_1_actor (goal >= 0.9)": result.get("filter", {}).get("ratio_inprocess_over_ray_1_actor"),
+              **{f"filter_inprocess_over_{k[len('ratio_inprocess_over_'):]}": v for k, v in result.get("filter", {}).items()
+                 if k.startswith("ratio_inprocess_over_ray_") and not k.endswith("_1_actor")},
               "mixing_2_over_1_workers (goal >= 1.7)": result.get("mixing", {}).get("speedup_2_vs_1")}
     result["ratios"] = ratios
     print("\nratios: " + json.dumps(ratios))
