@@ -70,7 +70,9 @@ def train_final_judge(ws: Workspace, cfg: Any, judge: dict[str, Any], sources: s
 
 def _tier_lineage(tier: dict[str, Any]) -> dict[str, Any]:
     """A tier's stores in the model card: the newest with its index hash, accumulated earlier ones under `earlier`."""
-    dirs = list(tier.get("dirs") or [tier["dir"]])
+    from engine.model_steps import tier_dirs
+
+    dirs = tier_dirs(tier)
     out = {"dir": dirs[0], "index_hash": _index_hash(dirs[0]), "count": tier["count"], "hours": tier["hours"]}
     if len(dirs) > 1:
         out["earlier"] = [{"dir": d, "index_hash": _index_hash(d)} for d in dirs[1:]]

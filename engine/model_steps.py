@@ -40,6 +40,12 @@ def retrain_weights(cfg: Any, tiers: dict[str, Any]) -> dict[str, float]:
     return normalised_ratios(cfg.engine.retrain_ratios, available)
 
 
+def tier_dirs(tier: dict[str, Any]) -> list[str]:
+    """A tier's shard stores, newest first: `dirs` when accumulated over iterations (steps.training_tiers), else its
+    one `dir`."""
+    return list(tier.get("dirs") or [tier["dir"]])
+
+
 def tier_tracks(tier: dict[str, Any], sample_rate: int) -> list[dict[str, Any]]:
     """The decoded samples of a tier's stores (`dirs` newest first, or one `dir`): a track kept by several iterations
     (same scene and label) only in its newest version."""
@@ -47,7 +53,7 @@ def tier_tracks(tier: dict[str, Any], sample_rate: int) -> list[dict[str, Any]]:
 
     seen: set[tuple[str, str]] = set()
     out: list[dict[str, Any]] = []
-    for d in tier.get("dirs") or [tier["dir"]]:
+    for d in tier_dirs(tier):
         for s in read_samples([d], sample_rate):
             meta = s["json"]
             ident = (str((meta.get("scene_lineage") or {}).get("scene_id", s.get("__key__"))),

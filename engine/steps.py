@@ -210,6 +210,8 @@ def training_tiers(ctx: RunContext, k: int, tiers: dict[str, Any]) -> dict[str, 
     """The tiers a model trained after iteration k's pseudo-labels learns from: `tiers` (iteration k's stores), and
     with `engine.accumulate_tiers` also those of every earlier iteration, newest first (`dirs`; the reader keeps a
     track's newest version). Counts are summed before that de-duplication (they only decide which tiers exist)."""
+    from engine.model_steps import tier_dirs
+
     if not ctx.cfg.engine.accumulate_tiers or k == 0:
         return tiers
     earlier = [finished(ctx, f"tiers_{j}") for j in range(k - 1, -1, -1)]
@@ -220,11 +222,6 @@ def training_tiers(ctx: RunContext, k: int, tiers: dict[str, Any]) -> dict[str, 
             **cur, "dirs": [tier_dirs(s)[0] for s in stores], "count": sum(int(s["count"]) for s in stores),
             "hours": sum(float(s.get("hours", 0.0)) for s in stores)}
     return out
-
-
-def tier_dirs(tier: dict[str, Any]) -> list[str]:
-    """A tier's shard stores, newest first (one unless accumulated)."""
-    return list(tier.get("dirs") or [tier["dir"]])
 
 
 def retrain_config(ctx: RunContext, clap: dict[str, Any] | None) -> StemforgeConfig:
@@ -240,7 +237,7 @@ def retrain_config(ctx: RunContext, clap: dict[str, Any] | None) -> StemforgeCon
 def retrain(ctx: RunContext, k: int, synthetic_out: dict[str, Any], corpus_out: dict[str, Any],
             init: dict[str, Any], tiers: dict[str, Any], clap: dict[str, Any] | None = None) -> dict[str, Any]:
     """separator_k: fine-tune separator k-1 on synthetic + the tiers it produced."""
-    from engine.model_steps import retrain_streams, retrain_weights, train_separator_step
+    from engine.model_steps import retrain_streams, retrain_weights, tier_dirs, train_separator_step
 
     cfg = retrain_config(ctx, clap)
     tiers = training_tiers(ctx, k - 1, tiers)
@@ -252,7 +249,7 @@ def retrain(ctx: RunContext, k: int, synthetic_out: dict[str, Any], corpus_out: 
         out = train_separator_step(ctx.ws, cfg, f"iter{k}", streams, synthetic_out["dirs"]["val"], cfg.engine.retrain_steps,
                                    init=init["checkpoint"], pick=cfg.engine.retrain_checkpoint,
                                    lineage={"iteration": k, "weights": weights,
-                                                                     "tiers": {t: tier_dirs(v) for t, v in tiers.items()}})
+                                            "tiers": {t: tier_dirs(v) for t, v in tiers.items()}})
         return {**out, "weights": weights}
 
     return ctx.step(f"separator_{k}", fit)
@@ -385,7 +382,7 @@ def final_separator(ctx: RunContext, synthetic_out: dict[str, Any], corpus_out: 
     """final_separator: `engine.final.steps` on synthetic + `tiers` (retrain ratios), fine-tuned from the cycle's
     last separator (or from scratch for another preset, engine/final.py)."""
     from engine.final import final_separator_config
-    from engine.model_steps import retrain_streams, retrain_weights, train_separator_step
+    from engine.model_steps import retrain_streams, retrain_weights, tier_dirs, train_separator_step
 
     cfg, from_last = final_separator_config(separator_config(ctx, clap))
 

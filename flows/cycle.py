@@ -339,9 +339,10 @@ def _final(ctx: steps.RunContext) -> dict[str, Any]:
             tiers = steps.finished(ctx, f"tiers_{k - 1}")
         else:
             raise RunError(f"{ctx.root}: separator 0 is the best but filter_0 has not finished")
-        tiers_from = f"filter_{j} (separator {j})" + (" and the earlier iterations' (engine.accumulate_tiers)"
-                                                      if cfg.engine.accumulate_tiers and j > 0 else "")
         tiers = steps.training_tiers(ctx, j, tiers)
+        accumulated = any(len(v.get("dirs") or []) > 1 for v in tiers.values())
+        tiers_from = f"filter_{j} (separator {j})" + (" and earlier iterations' (engine.accumulate_tiers)"
+                                                      if accumulated else "")
         concurrent = cfg.engine.backend == "ray" and steps.ray_cpus() >= 2 * cfg.engine.train_workers
         judge_future = tasks.final_judge.submit(run, corpus, scorers["judge"]) if concurrent else None
         separator = tasks.final_separator(run, synthetic, corpus, last, tiers, clap)
