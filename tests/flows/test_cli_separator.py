@@ -138,18 +138,23 @@ def test_separate_says_when_the_presence_gate_silenced_the_query(tmp_path: Path)
 
 
 def test_separate_asks_a_label_the_same_way_in_any_written_form(tmp_path: Path) -> None:
-    ckpt = untrained_checkpoint(tmp_path / "u.pt")
+    ckpt = untrained_checkpoint(tmp_path / "u.pt", query_sensitive=True)
     wav = tmp_path / "in.wav"
     write_audio(wav, next(iter(synthetic_samples(1, seconds=1.2, seed=4)))["mix"], 16000)
-    texts, outs = set(), []
-    for i, form in enumerate(["alarm_clock", "Alarm clock", "ALARM CLOCK", "Alarm_Clock", "alarm-clock"]):
+    texts, outs = [], []
+    for i, form in enumerate(["alarm_clock", "Alarm clock", "ALARM CLOCK", "Alarm_Clock", "alarm-clock", "dog bark"]):
         out = tmp_path / f"o{i}.wav"
         res = _invoke(["separate", "--separator", str(ckpt), "--audio", str(wav), "--query", form, "--no-gate",
                        "--out", str(out), "--device", "cpu", "-q"])
         assert res.exit_code == 0, res.output
-        texts.add(json.loads(res.stdout.strip().splitlines()[-1])["query_text"])
-        outs.append(out.read_bytes())
-    assert texts == {"alarm clock"} and len(set(outs)) == 1
+        texts.append(json.loads(res.stdout.strip().splitlines()[-1])["query_text"])
+        outs.append(load_audio(out))
+    assert set(texts[:-1]) == {"alarm clock"} and texts[-1] != "alarm clock"
+    # the same query gives the same output up to float rounding (BLAS kernels may round differently with memory
+    # alignment, so not bit for bit: CI saw two byte strings); another query gives a clearly different one
+    scale = float(np.abs(outs[0]).max())
+    assert all(np.allclose(o, outs[0], rtol=0, atol=1e-5 * scale) for o in outs[1:-1])
+    assert float(np.abs(outs[-1] - outs[0]).max()) > 1e-2 * scale
 
 
 def test_evaluate_names_what_it_expected(tmp_path: Path) -> None:
