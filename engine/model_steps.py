@@ -95,6 +95,8 @@ def train_separator_step(ws: Workspace, cfg: Any, name: str, streams: Callable[[
     under Ray Train with `engine.train_workers` ranks (within the run's Ray session); otherwise in this process."""
     from engine.ray_train import FitSpec, run_spec, val_samples
 
+    if pick not in ("best", "end"):  # before the fit, not after minutes of training
+        raise ValueError(f"checkpoint pick {pick!r}: expected best or end")
     scfg = cfg.separator.model_copy(update={"max_steps": int(steps), "seed": cfg.run.seed})
     out = ws.path(name, "separator")
     spec = FitSpec(separator=scfg, streams=streams, val=partial(val_samples, [str(val_dir)], scfg.sample_rate, scfg.val_max),
@@ -111,8 +113,6 @@ def train_separator_step(ws: Workspace, cfg: Any, name: str, streams: Callable[[
         if workers > 1:
             log.warning("engine.train_workers=%d needs engine.backend: ray; training in this process", workers)
         res = run_spec(spec)
-    if pick not in ("best", "end"):
-        raise ValueError(f"checkpoint pick {pick!r}: expected best or end")
     if pick == "end":
         from models.separator.train import end_checkpoint
 

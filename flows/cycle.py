@@ -31,6 +31,7 @@ from prefect.futures import PrefectFuture
 
 from engine import steps
 from engine.convergence import decide
+from engine.model_steps import tier_dirs
 from engine.report import table2_rows, table9_rows
 from engine.run_config import StemforgeConfig
 from flows import tasks
@@ -340,7 +341,7 @@ def _final(ctx: steps.RunContext) -> dict[str, Any]:
         else:
             raise RunError(f"{ctx.root}: separator 0 is the best but filter_0 has not finished")
         tiers = steps.training_tiers(ctx, j, tiers)
-        accumulated = any(len(v.get("dirs") or []) > 1 for v in tiers.values())
+        accumulated = any(len(tier_dirs(v)) > 1 for v in tiers.values())
         tiers_from = f"filter_{j} (separator {j})" + (" and earlier iterations' (engine.accumulate_tiers)"
                                                       if accumulated else "")
         concurrent = cfg.engine.backend == "ray" and steps.ray_cpus() >= 2 * cfg.engine.train_workers

@@ -61,3 +61,15 @@ def test_accumulated_tiers_keep_each_track_once_in_its_newest_version(tmp_path):
     off = open_run(load(None, ["engine.backend=inprocess", "engine.accumulate_tiers=false"]), tmp_path / "runs", "plain")
     assert training_tiers(off, 1, current) is current  # off: iteration k-1's tiers only
     assert "engine.accumulate_tiers" in sections_of("separator_2")
+
+
+def test_an_unknown_checkpoint_pick_fails_before_any_training(tmp_path):
+    import pytest
+
+    from engine.model_steps import train_separator_step
+
+    cfg = load(None, ["engine.backend=inprocess"])
+    ctx = open_run(cfg, tmp_path / "runs", "pick")
+    with pytest.raises(ValueError, match="expected best or end"):
+        train_separator_step(ctx.ws, cfg, "separator_x", lambda: [], str(tmp_path / "no-val"), 10, pick="last")
+    assert not (ctx.root / "separator_x").exists()
