@@ -22,45 +22,36 @@ def _mix(seconds: float = 1.3) -> np.ndarray:
     return next(iter(synthetic_samples(1, seconds=seconds, seed=5)))["mix"]
 
 
-def _conditioned_checkpoint(path: Path) -> Path:
-    """An untrained `tiny` whose query path is live: FiLM starts at the identity (the query changes nothing until
-    trained), so its projections get seeded random weights here and every query text gives its own output."""
-    from models.separator.checkpoint import load_checkpoint, save_checkpoint
-
-    untrained_checkpoint(path)
-    ck = load_checkpoint(path)
-    g = torch.Generator().manual_seed(0)
-    for k, v in ck.state_dict.items():
-        if k.startswith("films.") and k.endswith("proj.weight"):
-            ck.state_dict[k] = 0.5 * torch.randn(v.shape, generator=g)
-    save_checkpoint(path, ck)
-    return path
+def _same(a: np.ndarray, b: np.ndarray) -> bool:
+    """Equal up to float rounding: the same query text gives the same computation, but BLAS kernels may round
+    differently from one call to the next on some CPUs (CI saw it), so equality is within 1e-5 of the peak."""
+    return a.shape == b.shape and bool(np.abs(a - b).max() <= 1e-5 * max(np.abs(b).max(), 1e-12))
 
 
 def test_the_same_audio_and_label_in_five_written_forms_give_the_same_output(tmp_path: Path) -> None:
     """`violin` and `Violin, fiddle` and `a violin playing` are different texts for the encoder; the separator
-    encodes all of them as the label's phrase, so the outputs (and presence) are bit-identical; a long input goes
+    encodes all of them as the label's phrase, so the outputs (and presence) are the same up to float rounding; a long input goes
     through windowing on the same path."""
-    sep = Separator.load(_conditioned_checkpoint(tmp_path / "c.pt"), "cpu", gate_threshold=0.0)
+    sep = Separator.load(untrained_checkpoint(tmp_path / "c.pt", query_sensitive=True), "cpu", gate_threshold=0.0)
     mix = _mix()
     outputs = {}
     for forms in (VIOLIN, ALARM):
         runs = [sep.separate_detailed([mix], SR, [f]) for f in forms]  # one call per form, as a user asks
         assert len({r.texts[0] for r in runs}) == 1
         for r in runs[1:]:
-            assert np.array_equal(r.estimates[0], runs[0].estimates[0]) and r.presence[0] == runs[0].presence[0]
+            assert _same(r.estimates[0], runs[0].estimates[0]) and abs(r.presence[0] - runs[0].presence[0]) <= 1e-5
         outputs[forms[0]] = runs[0].estimates[0]
         assert np.abs(runs[0].estimates[0]).max() > 0
-    assert not np.array_equal(outputs["violin"], outputs["alarm_clock"])  # the query matters in this model
+    assert not _same(outputs["violin"], outputs["alarm_clock"])  # the query matters in this model
     # the negative side is normalised by the same rule
     a, b = (sep.separate([mix], SR, ["a violin playing"], [neg])[0] for neg in ("Alarm_Clock", "alarm clock"))
-    assert np.array_equal(a, b)
+    assert _same(a, b)
 
 
 def test_without_normalisation_the_forms_differ_and_free_text_is_its_own_query(tmp_path: Path) -> None:
     """What the canonical text buys: the raw forms reach the encoder as different queries; a free-text phrase is
     passed through, so it is a different query from the label's phrase."""
-    ckpt = _conditioned_checkpoint(tmp_path / "c.pt")
+    ckpt = untrained_checkpoint(tmp_path / "c.pt", query_sensitive=True)
     mix = _mix()
     raw = Separator.load(ckpt, "cpu", gate_threshold=0.0)
     raw.normalize_queries = False
