@@ -38,7 +38,7 @@ class DemoConfig(Section):
     source_seconds: float = Field(4.0, ge=MIN_CLIP_SECONDS)
     scene_seconds: float = Field(8.0, ge=MIN_CLIP_SECONDS)
     sources_per_class: dict[str, int] = Field(default_factory=lambda: {"train": 30, "val": 5, "test": 5})
-    scenes: dict[str, int] = Field(default_factory=lambda: {"train": 160, "val": 30, "test": 60})
+    scenes: dict[str, int] = Field(default_factory=lambda: {"train": 320, "val": 30, "test": 60})
     events_per_scene: tuple[int, int] = (2, 4)
     event_seconds: tuple[float, float] = (1.5, 4.0)
     source_level_db: tuple[float, float] = (-28.0, -18.0)  # active RMS of clean clips (dBFS)
