@@ -15,7 +15,7 @@ Then, per seed and over the seeds as mean +- std [min, max], with PASS/FAIL:
 - true SDR of the tracks the last filter kept minus those it dropped (report `last_filter.payoff.filters.all`: the
   final keep decision, every enabled filter together, against the demo corpus's audit stems; goal >= 5 dB).
 
-Each demo seed takes about 15 minutes on 2 cores, so three take most of an hour.
+Each demo seed takes about 18 minutes on 2 cores (15 without the final stage), so three take most of an hour.
 
     .venv/bin/python bench/bench_engine.py [--config configs/demo.yaml] [--set KEY=VALUE ...] [--seeds 0 1 2]
         [--out runs] [--prefix bench-engine] [--restart] [--json-out FILE]
