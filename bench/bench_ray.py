@@ -4,7 +4,7 @@ Measured here, in this process:
 - `ray_session` start-up of a local instance (what `stemforge run` pays once) and its shutdown;
 - per-task overhead: 1,000 trivial tasks submitted at once (throughput) and 100 one-at-a-time round trips (latency);
 - a `stemforge run` step's Ray overhead: the same scorer step (`scorer_pc` on a tiny demo corpus) trained in this
-  process and as the run's Ray task (engine/scorer_tasks.py), each into its own run directory.
+  process and as the run's Ray task (engine/step_tasks.py), each into its own run directory.
 Then runs `bench/bench_ray_filter.py` (Ray executor vs in-process filter step) and `bench/bench_ray_mixing.py`
 (mixing into shards with 2 Ray workers vs 1) when present, and prints every ratio in one JSON line at the end.
 
@@ -53,7 +53,8 @@ def bench_step(tmp: Path, pc_steps: int) -> dict[str, float]:
     """scorer_pc trained in this process vs as the run's Ray task (same config, separate run dirs)."""
     from engine.data_steps import step_corpus
     from engine.model_steps import train_pc_step
-    from engine.scorer_tasks import ScorerTasks
+    from engine.step_tasks import StepTask
+    from engine.steps import RunContext
     from engine.workspace import Workspace
     from engine.run_config import load
     from storage.configio import config_hash
@@ -72,7 +73,7 @@ def bench_step(tmp: Path, pc_steps: int) -> dict[str, float]:
     torch.set_num_threads(threads)
     remote = Workspace.open(tmp / "ray", config_hash(cfg))
     t0 = time.perf_counter()
-    done = ScorerTasks(cfg, remote.root, remote.config_hash, corpus["sources"], ["scorer_pc"], reserved_cpus=0).wait()
+    done = {"scorer_pc": StepTask(RunContext(cfg, remote.root, remote), "scorer_pc", "scorer", "pc", corpus).wait()}
     as_task = time.perf_counter() - t0
     inner = done["scorer_pc"]["seconds"]
     return {"step": "scorer_pc", "pc_steps": pc_steps, "inprocess_s": round(inproc, 2), "ray_task_s": round(as_task, 2),

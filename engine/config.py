@@ -35,6 +35,11 @@ class FinalConfig(Section):
     preset: Literal["same", "tiny", "clapsep"] = Field("same", description="final separator preset")
     steps: int = Field(400, ge=1, description="final separator budget in optimiser steps")
     judge_steps: int = Field(200, ge=0, description="judge fine-tuning steps on ratings")
+    train_workers: int | None = Field(
+        None, ge=1, description="Ray Train workers (DDP ranks) of the final separator (null = engine.train_workers). "
+                                "The final judge needs only the corpus and the run's judge, so `stemforge run` trains it "
+                                "as a Ray task on the core the bootstrap separator leaves free; the final separator then "
+                                "has every core to itself")
     judge_ratings: str | None = Field(None, description="human ratings table for the judge (null: proxy ratings)")
 
 

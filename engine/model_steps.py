@@ -85,14 +85,16 @@ def retrain_streams(cfg: Any, synthetic_train: str, tiers: dict[str, Any], sourc
 
 def train_separator_step(ws: Workspace, cfg: Any, name: str, streams: Callable[[], Sequence[tuple[Any, float]]],
                          val_dir: str, steps: int, init: str | None = None,
-                         lineage: dict[str, Any] | None = None, pick: str = "best") -> dict[str, Any]:
+                         lineage: dict[str, Any] | None = None, pick: str = "best",
+                         workers: int | None = None) -> dict[str, Any]:
     """Train `steps` optimiser steps into `<name>/separator/` (resuming from its last.pt) and return the chosen
     checkpoint and its hash: `pick` "best" (lowest validation loss, `best.pt`) or "end" (the weights at the end of
     the budget, `end.pt`; `engine.retrain_checkpoint`).
 
     `streams` is a picklable callable returning `(source, weight)` pairs (e.g. `partial(shard_streams, [dir], sr)`,
     `partial(retrain_streams, ...)`): it runs inside every training worker. With `engine.backend: ray` the fit runs
-    under Ray Train with `engine.train_workers` ranks (within the run's Ray session); otherwise in this process."""
+    under Ray Train with `workers` ranks (default `engine.train_workers`; within the run's Ray session); otherwise in
+    this process."""
     from engine.ray_train import FitSpec, run_spec, val_samples
 
     if pick not in ("best", "end"):  # before the fit, not after minutes of training
@@ -101,7 +103,7 @@ def train_separator_step(ws: Workspace, cfg: Any, name: str, streams: Callable[[
     out = ws.path(name, "separator")
     spec = FitSpec(separator=scfg, streams=streams, val=partial(val_samples, [str(val_dir)], scfg.sample_rate, scfg.val_max),
                    out_dir=str(out), init=init, lineage=lineage or {})
-    workers = int(cfg.engine.train_workers)
+    workers = int(workers or cfg.engine.train_workers)
     if cfg.engine.backend == "ray":
         from engine.ray_runtime import ray_session
         from engine.ray_train import fit_separator, resolve_use_gpu

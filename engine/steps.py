@@ -116,6 +116,18 @@ def open_run(cfg: StemforgeConfig, out_root: str | Path | None = None, name: str
     return RunContext(cfg, root, ws)
 
 
+def as_ray_task(ctx: RunContext, step: str, fn: str, *args: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Run step `step` - this module's `fn(ctx, *args)` - as a Ray task in its own process (engine/step_tasks.py),
+    which writes the step's marker; returns the step's outputs and where it ran."""
+    from engine.step_tasks import StepTask
+
+    maybe_fail(step, ctx.root)
+    where = StepTask(ctx, step, fn, *args).wait()
+    if not where["resumed"]:
+        ctx.ws.ran_steps.append(step)
+    return finished(ctx, step), where
+
+
 def finished(ctx: RunContext, step: str) -> dict[str, Any]:
     """The outputs of a step that has finished in this run directory (read from its marker)."""
     done = ctx.ws.done(step)
@@ -155,14 +167,7 @@ def scorer(ctx: RunContext, which: str, corpus_out: dict[str, Any], remote: bool
     step = f"scorer_{which}"
     fn = {"clap": model_steps.train_clap_step, "judge": model_steps.train_judge_step, "pc": model_steps.train_pc_step}[which]
     if remote and ctx.cfg.engine.backend == "ray" and ctx.ws.done(step) is None:
-        maybe_fail(step, ctx.root)
-        from engine.scorer_tasks import ScorerTasks
-
-        where = ScorerTasks(ctx.cfg, ctx.root, ctx.ws.config_hash, corpus_out["sources"], [step],
-                            reserved_cpus=float(ctx.cfg.engine.train_workers)).wait()[step]
-        out = finished(ctx, step)  # the task wrote the marker
-        if not where["resumed"]:
-            ctx.ws.ran_steps.append(step)
+        out, where = as_ray_task(ctx, step, "scorer", which, corpus_out)
         return {**out, "ran_in": where}
     return ctx.step(step, lambda: fn(ctx.ws, ctx.cfg, corpus_out["sources"]))
 
@@ -277,11 +282,12 @@ def natural_eval_set(corpus_out: dict[str, Any]) -> dict[str, Any]:
 
 
 def evaluate(ctx: RunContext, label: str, separator: dict[str, Any], corpus_out: dict[str, Any],
-             synthetic_out: dict[str, Any], scorers: dict[str, dict[str, Any]]) -> dict[str, Any]:
+             synthetic_out: dict[str, Any], scorers: dict[str, dict[str, Any]], remote: bool = False) -> dict[str, Any]:
     """evaluate_<label>: the one evaluator (engine/evaluation.py) on the test split (synthetic tuples + natural
     scenes: reported) and on the stop rule's validation scenes (natural only: `val`). Natural scenes without stems
     get the label-free figures instead (engine_steps.label_free_evaluation); true SDR is then reported as
-    unavailable, never as a number."""
+    unavailable, never as a number. `remote` (backend ray) evaluates in a Ray task of one CPU, so a flow can
+    evaluate a control beside its separator (the same step function, seeded the same way: the same figures)."""
     from engine.engine_steps import label_free_evaluation
     from engine.evaluation import evaluate_checkpoint
 
@@ -309,6 +315,8 @@ def evaluate(ctx: RunContext, label: str, separator: dict[str, Any], corpus_out:
 
     if label == "final":
         return _final_step(ctx, "evaluate_final", run, "eval/final", inputs={"separator": separator["checkpoint_hash"]})
+    if remote and cfg.engine.backend == "ray" and ctx.ws.done(f"evaluate_{label}") is None:
+        return as_ray_task(ctx, f"evaluate_{label}", "evaluate", label, separator, corpus_out, synthetic_out, scorers)[0]
     return ctx.step(f"evaluate_{label}", run)
 
 
@@ -349,6 +357,19 @@ def engine_vs_control(cfg: StemforgeConfig, engine_eval: dict[str, Any], control
 
 # ---- the final separator and judge -------------------------------------------------------------------------------
 
+def _final_want(ctx: RunContext, inputs: Any) -> str:
+    from storage.configio import config_hash
+
+    blob = json.dumps(inputs, sort_keys=True, default=str)
+    return f"{config_hash(ctx.cfg.engine.final)}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
+
+
+def _final_current(ctx: RunContext, name: str, inputs: Any) -> bool:
+    """Whether final step `name` has finished for the current `engine.final` and these inputs."""
+    done = ctx.ws.done(name)
+    return done is not None and done["outputs"].get("final_config") == _final_want(ctx, inputs)
+
+
 def _final_step(ctx: RunContext, name: str, fn: Callable[[], dict[str, Any]], *dirs: str,
                 inputs: Any = None) -> dict[str, Any]:
     """A final-stage step: `engine.final` is not part of the run's identity (changing it must not void the cycle),
@@ -356,10 +377,7 @@ def _final_step(ctx: RunContext, name: str, fn: Callable[[], dict[str, Any]], *d
     tiers, the evaluation it compares with) and trains again, from a clean folder, when either changed."""
     import shutil
 
-    from storage.configio import config_hash
-
-    blob = json.dumps(inputs, sort_keys=True, default=str)
-    want = f"{config_hash(ctx.cfg.engine.final)}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
+    want = _final_want(ctx, inputs)
     done = ctx.ws.done(name)
     if done is not None and done["outputs"].get("final_config") != want:
         log.info("%s: engine.final or its inputs changed: training the final stage again", name)
@@ -393,7 +411,8 @@ def final_separator(ctx: RunContext, synthetic_out: dict[str, Any], corpus_out: 
         init = last["checkpoint"] if from_last else None
         out = train_separator_step(ctx.ws, cfg, "final_train", streams, synthetic_out["dirs"]["val"], cfg.engine.final.steps,
                                    init=init, pick=cfg.engine.retrain_checkpoint, lineage={"final": True, "weights": weights,
-                                                       "tiers": {t: tier_dirs(v) for t, v in tiers.items()}})
+                                                       "tiers": {t: tier_dirs(v) for t, v in tiers.items()}},
+                                   workers=final_train_workers(cfg))
         return {**out, "weights": weights, "preset": cfg.separator.preset,
                 "init": last["checkpoint_hash"] if from_last else None}
 
@@ -401,9 +420,25 @@ def final_separator(ctx: RunContext, synthetic_out: dict[str, Any], corpus_out: 
                        inputs={"init": last["checkpoint_hash"], "tiers": tiers, "synthetic": synthetic_out["dirs"]})
 
 
-def final_judge(ctx: RunContext, corpus_out: dict[str, Any], judge: dict[str, Any]) -> dict[str, Any]:
+def final_train_workers(cfg: StemforgeConfig) -> int:
+    """DDP ranks of the final separator: `engine.final.train_workers`, else `engine.train_workers`."""
+    return int(cfg.engine.final.train_workers or cfg.engine.train_workers)
+
+
+def final_judge_current(ctx: RunContext, judge: dict[str, Any]) -> bool:
+    """Whether the final judge has finished for this `engine.final` and this run's judge (nothing left to train)."""
+    return _final_current(ctx, "final_judge", {"judge": judge["checkpoint_hash"]})
+
+
+def final_judge(ctx: RunContext, corpus_out: dict[str, Any], judge: dict[str, Any], remote: bool = False) -> dict[str, Any]:
+    """final_judge: the run's judge fine-tuned on ratings (engine/final.py). It needs only the corpus and the run's
+    judge, not the cycle, so `remote` (backend ray) trains it as a Ray task in its own process, one CPU - the
+    relabel cycle starts it on the core the bootstrap separator leaves free - and writes the marker the in-process
+    path writes; train_final then resumes it."""
     from engine.final import train_final_judge
 
+    if remote and ctx.cfg.engine.backend == "ray" and not final_judge_current(ctx, judge):
+        return as_ray_task(ctx, "final_judge", "final_judge", corpus_out, judge)[0]
     return _final_step(ctx, "final_judge", lambda: train_final_judge(ctx.ws, ctx.cfg, judge, corpus_out["sources"]),
                        "final_judge", inputs={"judge": judge["checkpoint_hash"]})
 

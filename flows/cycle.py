@@ -7,8 +7,9 @@
 - `relabel_cycle`: the scorers train concurrently with the bootstrap separator (as Ray tasks on the cores the
   separator leaves free; one after another in-process), then per iteration k = 1, 2, ...: pseudo-label + score +
   filter with separator k-1 -> tier shards -> retrain separator k from k-1, and its compute-matched control (same
-  init, same steps, synthetic only; `engine.control`), concurrently under Ray -> evaluate both -> the stop rule
-  (engine/convergence.py) on the validation scenes. It stops by itself and the report says why.
+  init, same steps, synthetic only; `engine.control`), concurrently under Ray -> evaluate both (concurrently
+  too) -> the stop rule (engine/convergence.py) on the validation scenes. It stops by itself and the report says
+  why. With a final stage, the final judge trains beside the bootstrap too (it needs only the corpus and the judge).
 - Artifacts per iteration: a Markdown summary, ClearSep Table 2 / Table 9 shaped tables, and at the end the
   report and links to its plots; a progress artifact counts the steps of the cycle as they finish.
 
@@ -118,7 +119,9 @@ def _kv(d: dict[str, Any]) -> str:
 def _bootstrap(ctx: steps.RunContext, corpus: dict[str, Any], synthetic: dict[str, Any],
                progress: _Progress) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     """Separator 0 and the three scorers, concurrently where Ray can place them: scorer tasks beyond the cores the
-    separator leaves free wait for an earlier scorer (`wait_for`), so nothing oversubscribes the machine."""
+    separator leaves free wait for an earlier scorer (`wait_for`), so nothing oversubscribes the machine. With a
+    final stage (`engine.final.enabled`) the final judge follows in the same chains: it needs only the corpus and
+    the run's judge, and the scorers leave that core idle for most of the bootstrap (train_final resumes it)."""
     run, cfg = str(ctx.root), ctx.cfg
     clap = None
     if cfg.engine.separator_queries == "run_clap":  # the separators embed queries with the run's CLAP: it goes first
@@ -128,15 +131,19 @@ def _bootstrap(ctx: steps.RunContext, corpus: dict[str, Any], synthetic: dict[st
     pending = [w for w in steps.SCORERS if not (w == "clap" and clap is not None)]
     futures: dict[str, PrefectFuture] = {}
     results: dict[str, dict[str, Any]] = {} if clap is None else {"clap": clap}
+    early_judge = None
     if remote:
         free = max(1, int(steps.ray_cpus() - cfg.engine.train_workers))
         for i, which in enumerate(pending):
             after = [futures[pending[i - free]]] if i >= free else []
             futures[which] = tasks.scorer.submit(run, which, corpus, True, step=f"scorer_{which}", wait_for=after)
+        if cfg.engine.final.enabled:
+            after = [futures[pending[len(pending) - free]]] if len(pending) >= free else []
+            early_judge = tasks.final_judge.submit(run, corpus, futures["judge"], remote=True, wait_for=after)
     try:
         separator = tasks.bootstrap_separator(run, synthetic, clap)
     except BaseException:
-        for fut in futures.values():  # let the scorer tasks finish: their markers are kept for the re-run
+        for fut in [*futures.values(), *([early_judge] if early_judge else [])]:  # markers are kept for the re-run
             fut.wait()
         raise
     progress.advance()
@@ -144,6 +151,8 @@ def _bootstrap(ctx: steps.RunContext, corpus: dict[str, Any], synthetic: dict[st
         results[which] = futures[which].result() if which in futures else tasks.scorer(run, which, corpus, False,
                                                                                          step=f"scorer_{which}")
         progress.advance()
+    if early_judge is not None:
+        early_judge.result()
     return separator, {w: results[w] for w in steps.SCORERS}
 
 
@@ -166,9 +175,13 @@ def relabel_iteration(run: str, name: str, k: int, corpus: dict[str, Any], synth
     if cfg.engine.control:
         ctl = ctl_future.result() if ctl_future is not None else tasks.control(run, k, synthetic, previous, clap,
                                                                                 step=f"control_{k}")
+    cev_future = None
+    if ctl is not None and concurrent:  # the control's evaluation on the other core, as a Ray task
+        cev_future = tasks.evaluate.submit(run, f"control_{k}", ctl, corpus, synthetic, scorers,
+                                           step=f"evaluate_control_{k}", remote=True)
     ev = tasks.evaluate(run, str(k), separator, corpus, synthetic, scorers, step=f"evaluate_{k}")
-    cev = None if ctl is None else tasks.evaluate(run, f"control_{k}", ctl, corpus, synthetic, scorers,
-                                                  step=f"evaluate_control_{k}")
+    cev = None if ctl is None else cev_future.result() if cev_future is not None else tasks.evaluate(
+        run, f"control_{k}", ctl, corpus, synthetic, scorers, step=f"evaluate_control_{k}")
     filt = tasks.pseudo_label_and_filter(run, k, corpus, separator, scorers, step=f"filter_{k}") if pseudo_label else None
     gain = None if cev is None else steps.engine_vs_control(cfg, ev, cev)
     create_markdown_artifact(key=artifact_key(f"iteration-{k}", name), description=f"relabel iteration {k}", markdown=(
@@ -309,8 +322,9 @@ def _final_artifacts(ctx: steps.RunContext, report: dict[str, Any]) -> None:
 def train_final(config: dict[str, Any], out_root: str | None = None, name: str | None = None, restart: bool = False,
                 until: str | None = None) -> dict[str, Any]:
     """After the cycle stopped: the final separator (from the cycle's best separator on the validation scenes, on
-    synthetic + the kept tiers of its pseudo-labels) and the final judge, trained concurrently under Ray, evaluated
-    by the run's evaluator, released to `<run>/final/`."""
+    synthetic + the kept tiers of its pseudo-labels, `engine.final.train_workers` DDP ranks) and the final judge
+    (usually trained already, beside the bootstrap; else beside the separator where a core is left over, or
+    first), evaluated by the run's evaluator, released to `<run>/final/`."""
     with _run_scope(config, out_root, name, restart) as ctx:
         return _final(ctx)
 
@@ -344,10 +358,18 @@ def _final(ctx: steps.RunContext) -> dict[str, Any]:
         accumulated = any(len(tier_dirs(v)) > 1 for v in tiers.values())
         tiers_from = f"filter_{j} (separator {j})" + (" and earlier iterations' (engine.accumulate_tiers)"
                                                       if accumulated else "")
-        concurrent = cfg.engine.backend == "ray" and steps.ray_cpus() >= 2 * cfg.engine.train_workers
-        judge_future = tasks.final_judge.submit(run, corpus, scorers["judge"]) if concurrent else None
+        # the judge usually finished during the bootstrap (_bootstrap); else beside the separator where a core is
+        # left over, or first, so that the separator's ranks have every core to themselves
+        judge, judge_future = None, None
+        if not steps.final_judge_current(ctx, scorers["judge"]):
+            if cfg.engine.backend == "ray" and steps.ray_cpus() >= steps.final_train_workers(cfg) + 1:
+                judge_future = tasks.final_judge.submit(run, corpus, scorers["judge"])
+            else:
+                judge = tasks.final_judge(run, corpus, scorers["judge"])
         separator = tasks.final_separator(run, synthetic, corpus, last, tiers, clap)
-        judge = judge_future.result() if judge_future is not None else tasks.final_judge(run, corpus, scorers["judge"])
+        if judge is None:
+            judge = judge_future.result() if judge_future is not None else tasks.final_judge(run, corpus,
+                                                                                             scorers["judge"])
         ev = tasks.evaluate(run, "final", separator, corpus, synthetic, scorers, step="evaluate_final")
         rel = tasks.release(run, report, separator, judge, ev, steps.finished(ctx, f"evaluate_{k}"), tiers, synthetic,
                             tiers_from)

@@ -130,8 +130,8 @@ def control(run: str, k: int, synthetic_out: dict[str, Any], init: dict[str, Any
 
 @step_task
 def evaluate(run: str, label: str, separator: dict[str, Any], corpus_out: dict[str, Any], synthetic_out: dict[str, Any],
-             scorers: dict[str, dict[str, Any]], step: str) -> dict[str, Any]:
-    return steps.evaluate(context(run), label, separator, corpus_out, synthetic_out, scorers)
+             scorers: dict[str, dict[str, Any]], step: str, remote: bool = False) -> dict[str, Any]:
+    return steps.evaluate(context(run), label, separator, corpus_out, synthetic_out, scorers, remote=remote)
 
 
 @step_task
@@ -141,8 +141,9 @@ def final_separator(run: str, synthetic_out: dict[str, Any], corpus_out: dict[st
 
 
 @step_task
-def final_judge(run: str, corpus_out: dict[str, Any], judge: dict[str, Any], step: str = "final_judge") -> dict[str, Any]:
-    return steps.final_judge(context(run), corpus_out, judge)
+def final_judge(run: str, corpus_out: dict[str, Any], judge: dict[str, Any], remote: bool = False,
+                step: str = "final_judge") -> dict[str, Any]:
+    return steps.final_judge(context(run), corpus_out, judge, remote=remote)
 
 
 @step_task

@@ -9,6 +9,7 @@ marker instead of recomputing it (no checkpoint or table is rewritten).
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -34,12 +35,13 @@ def _outputs(root: Path) -> dict[str, tuple[int, int]]:
 
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("queries,backend", [("config", "ray"), ("run_clap", "inprocess")])
-def test_run_end_to_end_reports_every_iteration_and_resumes(tmp_path, request, queries, backend):
+def test_run_end_to_end_reports_every_iteration_and_resumes(tmp_path, request, caplog, queries, backend):
     if backend == "ray":
         request.getfixturevalue("ray_local")  # the run reuses the session's Ray instead of starting its own
     cfg = load_config(TINY, [f"engine.separator_queries={queries}", f"engine.backend={backend}"])
-    assert cfg.engine.parallel_scorers
-    report = run_job(cfg, out_root=tmp_path, name="e2e")
+    assert cfg.engine.parallel_scorers and cfg.engine.final.enabled and cfg.engine.control
+    with caplog.at_level(logging.INFO, logger="stemforge.run"):
+        report = run_job(cfg, out_root=tmp_path, name="e2e")
     root = tmp_path / "e2e"
     assert [it["iteration"] for it in report["iterations"]] == [0, 1]
     keys = ("separator_checkpoint", "sdri_db", "si_sdri_db", "natural_sdri_db", "silence_sdr_db", "candidates",
@@ -64,8 +66,17 @@ def test_run_end_to_end_reports_every_iteration_and_resumes(tmp_path, request, q
         remote = {"scorer_judge", "scorer_pc"} | ({"scorer_clap"} if queries == "config" else set())
         assert set(report["scorer_tasks"]) == remote
         assert all(t["pid"] != os.getpid() and not t["resumed"] for t in report["scorer_tasks"].values())
+        # the final judge followed the scorers as a Ray task, finished before the bootstrap returned (so before
+        # the first evaluation), and the control's evaluation ran as a Ray task beside its separator's
+        for step in ("final_judge", "evaluate_control_1"):
+            assert f"{step}: running as a Ray task" in caplog.text
     else:  # no Ray at all: the scorers train one after another in this process
         assert report["ray"] is None and report["scorer_tasks"] == {}
+        assert "running as a Ray task" not in caplog.text
+    order = [json.loads(p.read_text())["step"] for p in sorted((root / "steps").glob("*.json"),
+                                                                key=lambda p: p.stat().st_mtime_ns)]
+    assert (order.index("final_judge") < order.index("evaluate_0")) == (backend == "ray"), order
+    assert order.index("final_judge") < order.index("final_separator"), order
     for s in ("scorer_clap", "scorer_judge", "scorer_pc"):
         marker = json.loads((root / "steps" / f"{s}.json").read_text())
         assert Path(marker["outputs"]["checkpoint"]).is_file() and marker["outputs"]["checkpoint"] == report["scorers"][s[7:]]["checkpoint"]
