@@ -113,7 +113,8 @@ def train_separator_step(ws: Workspace, cfg: Any, name: str, streams: Callable[[
                                 max_failures=int(cfg.engine.train_max_failures))
     else:
         if workers > 1:
-            log.warning("engine.train_workers=%d needs engine.backend: ray; training in this process", workers)
+            log.warning("%d training workers need engine.backend: ray; training in this process", workers)
+            workers = 1
         res = run_spec(spec)
     if pick == "end":
         from models.separator.train import end_checkpoint

@@ -194,10 +194,12 @@ def tiers(cfg: Any, out: str, k: int) -> None:
 @click.option("--steps", type=click.IntRange(min=1), default=None, help="Final separator budget (engine.final.steps).")
 @click.option("--preset", type=click.Choice(["same", "tiny", "clapsep"]), default=None, help="engine.final.preset.")
 @click.option("--judge-steps", type=click.IntRange(min=0), default=None, help="engine.final.judge_steps.")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="DDP ranks of the final separator (engine.final.train_workers; backend ray).")
 @click.option("--judge-ratings", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Human ratings table for the judge (engine.final.judge_ratings; default: proxy ratings).")
 def train_final(run_dir: str, steps: int | None, preset: str | None, judge_steps: int | None,
-                judge_ratings: str | None) -> None:
+                workers: int | None, judge_ratings: str | None) -> None:
     """Train the final separator and judge of a finished run and write its release folder `<run>/final/`.
 
     Runs the `train_final` flow with the run's own resolved config (`<run>/config.resolved.yaml`); the options change
@@ -213,7 +215,7 @@ def train_final(run_dir: str, steps: int | None, preset: str | None, judge_steps
     resolved = root / "config.resolved.yaml"
     if not resolved.is_file():
         fail(f"{resolved}: not found: --run needs a stemforge run directory", EXIT_USAGE)
-    given = {"steps": steps, "preset": preset, "judge_steps": judge_steps,
+    given = {"steps": steps, "preset": preset, "judge_steps": judge_steps, "train_workers": workers,
              "judge_ratings": str(Path(judge_ratings).absolute()) if judge_ratings else None}
     try:
         run_cfg = load_config(StemforgeConfig, resolved, ())

@@ -101,6 +101,11 @@ def test_train_final_command_retrains_only_when_the_final_stage_changes(tmp_path
     assert res.exit_code == 0, res.output
     card = json.loads(card_path.read_text())
     assert card["separator"]["steps"] == 6 and card["judge"]["steps"] == 1
+    mtime = card_path.stat().st_mtime_ns
+    res, out = _invoke(["train", "final", "--run", str(root), "--steps", "6", "--judge-steps", "1", "--workers", "1"])
+    assert res.exit_code == 0, res.output  # engine.final.train_workers changed (2 -> 1): the final stage trains again
+    marker = json.loads((root / "steps" / "final_separator.json").read_text())["outputs"]
+    assert card_path.stat().st_mtime_ns > mtime and marker["train_workers"] == 1 and marker["steps"] == 6
     # the cycle's own results are untouched by the final stage
     again = json.loads((root / "report.json").read_text())["iterations"]
     assert [r["separator_hash"] for r in again] == [r["separator_hash"] for r in report["iterations"]]
