@@ -106,9 +106,10 @@ def train_separator_step(ws: Workspace, cfg: Any, name: str, streams: Callable[[
     workers = int(workers or cfg.engine.train_workers)
     if cfg.engine.backend == "ray":
         from engine.ray_runtime import ray_session
-        from engine.ray_train import fit_separator, resolve_use_gpu
+        from engine.ray_train import fit_separator, placeable_workers, resolve_use_gpu
 
         with ray_session(cfg.engine.ray):
+            workers = placeable_workers(workers, scfg.batch_size)
             res = fit_separator(spec, num_workers=workers, use_gpu=resolve_use_gpu(cfg.engine, scfg.device),
                                 max_failures=int(cfg.engine.train_max_failures))
     else:

@@ -133,6 +133,21 @@ def _worker_loop(config: dict[str, Any]) -> None:
     run_spec(spec, on_epoch=report, device=str(device))
 
 
+def placeable_workers(num_workers: int, batch_size: int) -> int:
+    """The DDP ranks a fit can have on the connected Ray cluster: at most its CPUs now and a divisor of the global
+    batch. Why: Ray Train waits without end for a rank it cannot place, so a cluster that lost a node (or is smaller
+    than the config assumed) would hang the run; it trains on fewer ranks instead, with a warning (the caller records
+    the ranks used)."""
+    import ray
+
+    have = max(1, int(ray.cluster_resources().get("CPU", 1.0)))
+    ranks = max(w for w in range(1, min(num_workers, have) + 1) if batch_size % w == 0)
+    if ranks < num_workers:
+        log.warning("Ray Train: %d worker(s) asked, the Ray cluster has %d CPU(s): training on %d rank(s)",
+                    num_workers, have, ranks)
+    return ranks
+
+
 def fit_separator(spec: FitSpec, num_workers: int = 1, use_gpu: bool = False, max_failures: int = 2,
                   cpus_per_worker: float = 1.0) -> "TrainResult":
     """Train under `TorchTrainer` with `num_workers` DDP ranks on the current Ray instance (the caller's

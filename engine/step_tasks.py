@@ -47,7 +47,7 @@ def _run_step(step: str, fn: str, args: tuple[Any, ...], cfg: Any, root: str, co
 
 class StepTask:
     """Handle on one step running as a Ray task: `wait()` returns {step, seconds, pid, host, resumed} or re-raises
-    the step's own error; `cancel()` stops it (a finished step keeps its marker)."""
+    the step's own error."""
 
     def __init__(self, ctx: Any, step: str, fn: str, *args: Any) -> None:
         import ray
@@ -69,11 +69,3 @@ class StepTask:
             if hasattr(cause, "add_note"):
                 cause.add_note(f"in the Ray task of step {self.step}")
             raise cause from None
-
-    def cancel(self) -> None:
-        import ray
-
-        try:
-            ray.cancel(self.ref, force=True)
-        except Exception as exc:  # noqa: BLE001 - an already finished task cannot be cancelled
-            log.debug("cancel %s: %s", self.ref, exc)

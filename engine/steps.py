@@ -421,18 +421,9 @@ def final_separator(ctx: RunContext, synthetic_out: dict[str, Any], corpus_out: 
 
 
 def final_train_workers(cfg: StemforgeConfig) -> int:
-    """DDP ranks of the final separator: `engine.final.train_workers`, else `engine.train_workers` - at most the CPUs
-    the Ray cluster has now (a rank placed on a CPU that is not there waits forever: a cluster that lost a node keeps
-    going, on fewer ranks, said in a warning and recorded in the step's `train_workers`), and a divisor of the batch."""
-    want = int(cfg.engine.final.train_workers or cfg.engine.train_workers)
-    if cfg.engine.backend != "ray" or want == 1:
-        return want
-    have = max(1, int(ray_cpus()))
-    ranks = max(w for w in range(1, min(want, have) + 1) if cfg.separator.batch_size % w == 0)
-    if ranks < want:
-        log.warning("final separator: %d training workers asked (engine.final.train_workers), the Ray cluster has %d "
-                    "CPU(s): training on %d rank(s)", want, have, ranks)
-    return ranks
+    """DDP ranks of the final separator: `engine.final.train_workers`, else `engine.train_workers` (a fit trains on
+    fewer where the Ray cluster has fewer CPUs: engine/ray_train.py `placeable_workers`)."""
+    return int(cfg.engine.final.train_workers or cfg.engine.train_workers)
 
 
 def final_judge_current(ctx: RunContext, judge: dict[str, Any]) -> bool:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine.ray_train import FitSpec, fit_separator, run_spec, shard_streams, val_samples
+from engine.ray_train import FitSpec, fit_separator, placeable_workers, run_spec, shard_streams, val_samples
 from models.separator.checkpoint import load_checkpoint
 from models.separator.config import SeparatorConfig
 from separator_data import synthetic_samples, write_samples
@@ -81,6 +81,15 @@ def test_killed_worker_resumes_from_last_checkpoint(ray_local, stores, tmp_path:
     _assert_close(res.last, straight.last, atol=1e-4)
     for a, b in zip(res.history, straight.history):
         assert a["train_loss"] == pytest.approx(b["train_loss"], abs=1e-3)
+
+
+def test_ranks_are_capped_at_the_cluster_cpus_and_divide_the_batch(ray_local) -> None:
+    # ray_local has 2 CPUs: a rank Ray cannot place would leave Ray Train waiting without end
+    cpus = int(ray_local.cluster_resources()["CPU"])
+    assert cpus == 2
+    assert placeable_workers(2, 16) == 2 and placeable_workers(1, 16) == 1
+    assert placeable_workers(4, 16) == 2  # more ranks than CPUs
+    assert placeable_workers(2, 3) == 1  # 2 ranks cannot split a batch of 3
 
 
 def test_driver_log_filter_drops_the_cleaner_noise_only() -> None:
