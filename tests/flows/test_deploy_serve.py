@@ -129,8 +129,11 @@ def test_serve_runs_the_deployed_tiny_build_and_stops_cleanly(prefect_server, cl
         assert row["state"] == "Completed" and row["flow"] == "build" and row["deployment"] == "tiny-build"
         assert row["run_name"] == "sched" and row["duration_s"] > 0 and row["start_time"]
 
-        # SIGTERM with a run in progress (restart: a full rebuild, long enough to be caught running)
-        second = run_deployment("build-dataset/tiny-build", parameters={"restart": True}, timeout=0)
+        # SIGTERM with a run in progress: a full rebuild with 50x the training tuples, so it is still running when the
+        # signal lands (the deployed size finished within the 2 s below once, on a fast phase of the machine)
+        big = json.loads(json.dumps(before.parameters["config"]))
+        big["engine"]["synthetic_counts"]["train"] = 1200
+        second = run_deployment("build-dataset/tiny-build", parameters={"restart": True, "config": big}, timeout=0)
         wait_for("the second run to start", lambda: client.read_flow_run(second.id).state.is_running(), 60, 0.5)
         time.sleep(2)
         os.kill(serve.pid, signal.SIGTERM)
