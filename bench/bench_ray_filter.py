@@ -102,7 +102,7 @@ def main() -> int:
         arms.append((f"ray_{cfg.engine.replicas[1]}_actors", "ray", list(cfg.engine.replicas)))
     samples: dict[str, list[float]] = {arm: [] for arm, _, _ in arms}
     tables = {}
-    for _round, (arm, backend, replicas) in ((r, a) for r in range(max(1, args.repeat)) for a in arms):
+    for arm, backend, replicas in arms * max(1, args.repeat):  # alternating rounds: every arm once per round
         update: dict = {"backend": backend} if replicas is None else {"backend": backend, "replicas": replicas}
         bcfg = cfg.model_copy(update={"engine": cfg.engine.model_copy(update=update)})
         ws = Workspace.open(tmp / f"ws-{arm}", config_hash(bcfg), restart=True, allow_config_change=True)
