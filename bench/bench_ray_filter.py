@@ -7,12 +7,18 @@ starts Ray once for all its steps). Prints wall seconds per backend and the rati
 and checks that both candidates tables agree. `--repeat N` runs the arms in N alternating rounds and reports each
 arm's median (as bench_ray_mixing.py): on a shared 2-core machine one round's ratio moved between 0.79 and 0.94.
 
-    .venv/bin/python bench/bench_ray_filter.py [--run runs/demo] [--build] [--scenes N] [--repeat N]
+Both arms get one core's compute (the ratio is Ray's overhead, not a thread count): torch runs `separator.threads`
+intra-op threads in either arm, and the BLAS/OpenMP pools run `--blas-threads` (default 1, what Ray gives a 1-CPU
+actor through OMP_NUM_THREADS). Without it the in-process arm's numpy had two OpenBLAS threads where the actor had
+one (`--blas-threads 0` leaves the environment as it is, to measure that).
+
+    .venv/bin/python bench/bench_ray_filter.py [--run runs/demo] [--build] [--scenes N] [--repeat N] [--blas-threads N]
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -69,7 +75,12 @@ def main() -> int:
     ap.add_argument("--include-startup", action="store_true", help="count Ray's start-up in the Ray figure")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="config override for both backends, e.g. --set 'engine.replicas=[2, 2]'")
+    ap.add_argument("--blas-threads", type=int, default=1,
+                    help="OMP/OpenBLAS/MKL threads of both arms (set before numpy loads; 0 = leave the environment)")
     args = ap.parse_args()
+    if args.blas_threads > 0:  # before numpy is imported: the pools size themselves at load; Ray's workers inherit it
+        for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ[var] = str(args.blas_threads)
 
     import logging
 
@@ -131,6 +142,7 @@ def main() -> int:
 
     timings = {arm: float(np.median(v)) for arm, v in samples.items()}
     result: dict = {"inprocess_s": round(timings["inprocess"], 2), "goal": 0.9, "rounds": max(1, args.repeat),
+                    "blas_threads": args.blas_threads or os.environ.get("OPENBLAS_NUM_THREADS", "default"),
                     "samples_s": {arm: [round(x, 2) for x in v] for arm, v in samples.items()}}
     same = True
     for arm, _, _ in arms[1:]:

@@ -70,6 +70,8 @@ class EngineConfig(Section):
     retrain_lr_scale: float = Field(1.0, gt=0.0, le=1.0, description="each retrain's (and its control's) peak learning "
                                     "rate = separator.lr x this: fine-tuning a trained separator at the bootstrap's "
                                     "peak rate may undo what it learnt (both arms alike, so the control stays matched)")
+    retrain_warmup_steps: int = Field(0, ge=0, description="each fine-tune's (retrains, their controls, the final "
+                                      "separator's) linear LR warm-up in optimiser steps (separator.warmup_steps)")
     train_workers: int = Field(1, ge=1, description="Ray Train workers (DDP ranks) per separator fit; "
                                "separator.batch_size is the global batch and must be divisible by it")
     train_use_gpu: bool | None = Field(None, description="Ray Train workers on GPUs (null: when the engine device "

@@ -42,6 +42,7 @@ STEP_SECTIONS: list[tuple[str, tuple[str, ...]]] = [
     (r"separator_0", ("run.seed", "separator", "engine.separator_steps", "engine.train_workers",
                       "engine.separator_queries")),
     (r"(separator|control)_\d+", ("run.seed", "audio", "separator", "engine.retrain_steps", "engine.retrain_lr_scale",
+                                  "engine.retrain_warmup_steps",
                                   "engine.train_workers",
                                   "engine.retrain_ratios", "engine.itt_max_others", "engine.accumulate_tiers",
                                   "engine.retrain_checkpoint", "engine.separator_queries")),
@@ -50,6 +51,7 @@ STEP_SECTIONS: list[tuple[str, tuple[str, ...]]] = [
     (r"tiers_\d+", ("audio", "shards", "filters", "engine.pseudo_label_splits")),
     # pseudo_label/filters/audio: the label-free natural evaluation (no stems) runs the pseudo-label + scoring chain
     (r"final_separator", ("run.seed", "audio", "separator", "engine.final", "engine.train_workers",
+                          "engine.retrain_warmup_steps",
                           "engine.retrain_checkpoint", "engine.accumulate_tiers",
                           "engine.retrain_ratios", "engine.itt_max_others", "engine.separator_queries")),
     (r"final_judge", ("run.seed", "audio", "judge", "engine.final", "engine.scorer_steps")),
@@ -229,14 +231,22 @@ def training_tiers(ctx: RunContext, k: int, tiers: dict[str, Any]) -> dict[str, 
     return out
 
 
+def fine_tune_config(cfg: StemforgeConfig, lr_scale: float = 1.0) -> StemforgeConfig:
+    """`cfg` for a fine-tune of a trained separator: `engine.retrain_warmup_steps` of linear warm-up and `lr_scale`
+    x the peak learning rate (the bootstrap, trained from scratch, keeps `separator` as it is)."""
+    update: dict[str, Any] = {}
+    if lr_scale != 1.0:
+        update["lr"] = cfg.separator.lr * lr_scale
+    if cfg.engine.retrain_warmup_steps:
+        update["warmup_steps"] = cfg.engine.retrain_warmup_steps
+    return cfg.model_copy(update={"separator": cfg.separator.model_copy(update=update)}) if update else cfg
+
+
 def retrain_config(ctx: RunContext, clap: dict[str, Any] | None) -> StemforgeConfig:
     """The config a retrain and its control fine-tune with: `separator_config` at `engine.retrain_lr_scale` x the
-    peak learning rate (the same for both arms)."""
+    peak learning rate after `engine.retrain_warmup_steps` of warm-up (the same for both arms)."""
     cfg = separator_config(ctx, clap)
-    scale = cfg.engine.retrain_lr_scale
-    if scale == 1.0:
-        return cfg
-    return cfg.model_copy(update={"separator": cfg.separator.model_copy(update={"lr": cfg.separator.lr * scale})})
+    return fine_tune_config(cfg, cfg.engine.retrain_lr_scale)
 
 
 def retrain(ctx: RunContext, k: int, synthetic_out: dict[str, Any], corpus_out: dict[str, Any],
@@ -403,6 +413,8 @@ def final_separator(ctx: RunContext, synthetic_out: dict[str, Any], corpus_out: 
     from engine.model_steps import retrain_streams, retrain_weights, tier_dirs, train_separator_step
 
     cfg, from_last = final_separator_config(separator_config(ctx, clap))
+    if from_last:
+        cfg = fine_tune_config(cfg)
 
     def fit() -> dict[str, Any]:
         weights = retrain_weights(cfg, tiers)

@@ -41,6 +41,8 @@ class SeparatorConfig(Section):
     batch_size: int = Field(16, gt=0, description="global batch per optimiser step (divided among the training workers)")
     lr: float = Field(2e-3, gt=0.0)
     min_lr: float = Field(5e-6, gt=0.0)
+    warmup_steps: int = Field(0, ge=0, description="cosine schedule: the LR rises linearly to `lr` over the first N "
+                              "steps (fine-tunes: a fresh AdamW at the peak LR kicks a trained model hard)")
     weight_decay: float = 1e-2
     lr_schedule: Literal["plateau", "cosine"] = Field("plateau", description="plateau: ClearSep's x plateau_factor on a "
                                                       "val-loss plateau; cosine: lr -> min_lr over max_steps")

@@ -232,13 +232,19 @@ def _configure_threads(cfg: SeparatorConfig, device: torch.device) -> None:
 
 
 def cosine_lr(cfg: SeparatorConfig, step: int) -> float:
-    """Cosine decay from `lr` to `min_lr` over the `max_steps` budget.
+    """Cosine decay from `lr` to `min_lr` over the `max_steps` budget, scaled by a linear warm-up over the first
+    `warmup_steps` (step s gets (s + 1) / warmup_steps of it; none when 0).
 
     Why: a plateau schedule rarely fires within a few hundred steps, while annealing to the end of a known budget
-    is the standard way to get the most out of a fixed budget.
+    is the standard way to get the most out of a fixed budget. The warm-up is for fine-tunes: AdamW starts with
+    empty moments, so its first updates move every weight by about the full learning rate whatever the gradient's
+    size, which undoes part of what the initial model had learned.
     """
     progress = min(1.0, max(0.0, step / max(1, cfg.max_steps)))
-    return cfg.min_lr + (cfg.lr - cfg.min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
+    lr = cfg.min_lr + (cfg.lr - cfg.min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
+    if cfg.warmup_steps and step < cfg.warmup_steps:
+        lr *= (step + 1) / cfg.warmup_steps
+    return lr
 
 
 def _world() -> tuple[int, int]:

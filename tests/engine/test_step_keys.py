@@ -51,3 +51,19 @@ def test_retrain_lr_scale_lowers_both_arms_and_keys_only_the_retrains(tmp_path):
         assert step_key(cfg, step, "r", {}, "v") != step_key(base, step, "r", {}, "v"), step
     for step in ("separator_0", "filter_1", "corpus"):
         assert step_key(cfg, step, "r", {}, "v") == step_key(base, step, "r", {}, "v"), step
+
+
+def test_retrain_warmup_reaches_every_fine_tune_but_not_the_bootstrap(tmp_path):
+    from engine.steps import fine_tune_config, open_run, retrain_config
+
+    cfg = with_overrides(StemforgeConfig(), {"engine.retrain_warmup_steps": 40})
+    ctx = open_run(cfg, tmp_path, "warm")
+    assert retrain_config(ctx, None).separator.warmup_steps == 40
+    assert fine_tune_config(cfg).separator.warmup_steps == 40  # the final separator's fine-tune
+    assert ctx.cfg.separator.warmup_steps == 0  # the bootstrap trains from scratch without it
+    assert fine_tune_config(StemforgeConfig()) == StemforgeConfig()  # off: the config is untouched
+    base = StemforgeConfig()
+    for step in ("separator_1", "control_2", "final_separator"):
+        assert step_key(cfg, step, "r", {}, "v") != step_key(base, step, "r", {}, "v"), step
+    for step in ("separator_0", "filter_1", "evaluate_1"):
+        assert step_key(cfg, step, "r", {}, "v") == step_key(base, step, "r", {}, "v"), step
