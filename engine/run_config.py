@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from engine.config import EngineConfig
 from models.aesthetics.config import PCConfig
@@ -60,6 +60,14 @@ class StemforgeConfig(Section):
     pseudo_label: PseudoLabelConfig = Field(default_factory=PseudoLabelConfig)
     filters: FilterConfig = Field(default_factory=FilterConfig)
     engine: EngineConfig = Field(default_factory=EngineConfig)
+
+    @model_validator(mode="after")
+    def _check(self) -> "StemforgeConfig":
+        # caught when the config loads, not when the first retrain starts minutes into a run
+        if self.engine.retrain_warmup_steps and self.separator.lr_schedule != "cosine":
+            raise ValueError(f"engine.retrain_warmup_steps {self.engine.retrain_warmup_steps} needs "
+                             f"separator.lr_schedule: cosine (got {self.separator.lr_schedule!r})")
+        return self
 
 
 def load(path: str | Path | None = None, overrides: tuple[str, ...] | list[str] = ()) -> StemforgeConfig:

@@ -239,7 +239,10 @@ def fine_tune_config(cfg: StemforgeConfig, lr_scale: float = 1.0) -> StemforgeCo
         update["lr"] = cfg.separator.lr * lr_scale
     if cfg.engine.retrain_warmup_steps:
         update["warmup_steps"] = cfg.engine.retrain_warmup_steps
-    return cfg.model_copy(update={"separator": cfg.separator.model_copy(update=update)}) if update else cfg
+    if not update:
+        return cfg
+    separator = type(cfg.separator).model_validate({**cfg.separator.model_dump(), **update})  # re-checked, not copied
+    return cfg.model_copy(update={"separator": separator})
 
 
 def retrain_config(ctx: RunContext, clap: dict[str, Any] | None) -> StemforgeConfig:

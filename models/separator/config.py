@@ -77,6 +77,8 @@ class SeparatorConfig(Section):
             raise ValueError(f"hop {self.hop} must not exceed n_fft {self.n_fft}")
         if self.min_lr > self.lr:
             raise ValueError(f"min_lr {self.min_lr} above lr {self.lr}")
+        if self.warmup_steps and self.lr_schedule != "cosine":
+            raise ValueError(f"warmup_steps {self.warmup_steps} needs lr_schedule: cosine (got {self.lr_schedule!r})")
         unknown = set(self.query_mix) - {"pos", "neg", "posneg"}
         if unknown:
             raise ValueError(f"query_mix keys must be pos/neg/posneg, got {sorted(unknown)}")

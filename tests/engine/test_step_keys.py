@@ -56,13 +56,16 @@ def test_retrain_lr_scale_lowers_both_arms_and_keys_only_the_retrains(tmp_path):
 def test_retrain_warmup_reaches_every_fine_tune_but_not_the_bootstrap(tmp_path):
     from engine.steps import fine_tune_config, open_run, retrain_config
 
-    cfg = with_overrides(StemforgeConfig(), {"engine.retrain_warmup_steps": 40})
+    cfg = with_overrides(StemforgeConfig(), {"engine.retrain_warmup_steps": 40, "separator.lr_schedule": "cosine"})
     ctx = open_run(cfg, tmp_path, "warm")
     assert retrain_config(ctx, None).separator.warmup_steps == 40
     assert fine_tune_config(cfg).separator.warmup_steps == 40  # the final separator's fine-tune
     assert ctx.cfg.separator.warmup_steps == 0  # the bootstrap trains from scratch without it
-    assert fine_tune_config(StemforgeConfig()) == StemforgeConfig()  # off: the config is untouched
-    base = StemforgeConfig()
+    off = StemforgeConfig()
+    assert fine_tune_config(off) is off  # no warm-up, no LR scale: the config is passed on untouched
+    with pytest.raises(ValueError, match="needs separator.lr_schedule: cosine"):  # the plateau schedule has no warm-up
+        with_overrides(cfg, {"separator.lr_schedule": "plateau"})
+    base = with_overrides(StemforgeConfig(), {"separator.lr_schedule": "cosine"})
     for step in ("separator_1", "control_2", "final_separator"):
         assert step_key(cfg, step, "r", {}, "v") != step_key(base, step, "r", {}, "v"), step
     for step in ("separator_0", "filter_1", "evaluate_1"):

@@ -294,6 +294,8 @@ def test_cosine_schedule_anneals_over_the_step_budget() -> None:
     assert [cosine_lr(warm, s) for s in range(10)] == sorted(cosine_lr(warm, s) for s in range(10))
     assert cosine_lr(warm, 9) == pytest.approx(cosine_lr(cfg, 9))  # warm-up ends on the cosine curve
     assert all(cosine_lr(warm, s) == cosine_lr(cfg, s) for s in range(10, 101))
+    with pytest.raises(ValueError, match="needs lr_schedule: cosine"):
+        SeparatorConfig(warmup_steps=10, lr_schedule="plateau")
     with pytest.raises(ValueError):
         SeparatorConfig(lr_schedule="linear")
     with pytest.raises(ValueError):
