@@ -289,7 +289,6 @@ def test_cosine_schedule_anneals_over_the_step_budget() -> None:
     lrs = [cosine_lr(cfg, s) for s in range(0, 101, 10)]
     assert lrs == sorted(lrs, reverse=True)
     warm = cfg.model_copy(update={"warmup_steps": 10})
-    assert warm.model_dump()["warmup_steps"] == 10
     assert cosine_lr(warm, 0) == pytest.approx(cosine_lr(cfg, 0) / 10)  # a fine-tune's first step: a tenth of the peak
     assert [cosine_lr(warm, s) for s in range(10)] == sorted(cosine_lr(warm, s) for s in range(10))
     assert cosine_lr(warm, 9) == pytest.approx(cosine_lr(cfg, 9))  # warm-up ends on the cosine curve
