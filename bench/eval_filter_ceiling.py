@@ -86,6 +86,7 @@ def scene_interval(x: np.ndarray, y: np.ndarray, scenes: np.ndarray, reps: int =
 
 
 def evaluate(table: dict) -> dict:
+    """Single-score Pearson and the cross-validated ridge figures of one candidates table (rows with a true SDR)."""
     y = np.asarray(table["true_sdr_db"], dtype=np.float64)
     ok = np.isfinite(y)
     y = y[ok]
