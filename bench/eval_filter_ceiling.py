@@ -26,18 +26,10 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from pipelines.filters.sweep import pearson  # noqa: E402 - after the path set-up; the filters' own correlation
+
 SCORES = ("re_sdr_db", "re_sisdr_db", "clap_target", "clap_residual", "pc_target", "silence_ratio", "judge_overall",
           "judge_recall", "judge_precision", "judge_faithfulness", "rerank_score", "gain_db")
-
-
-def usable(table: dict, ok: np.ndarray) -> list[str]:
-    """The scores this table has with some spread (the demo's rerank score is empty and its gain constant)."""
-    names = []
-    for name in SCORES:
-        x = np.asarray(table.get(name, []), dtype=np.float64)
-        if len(x) == len(ok) and np.isfinite(x[ok]).sum() > 2 and np.nanstd(x[ok]) > 0:
-            names.append(name)
-    return names
 FOLDS = 5
 
 
@@ -81,7 +73,8 @@ def scene_interval(x: np.ndarray, y: np.ndarray, scenes: np.ndarray, reps: int =
     vals = []
     for _ in range(reps):
         pick = np.concatenate([rows[s] for s in rng.choice(ids, size=len(ids), replace=True)])
-        vals.append(np.corrcoef(x[pick], y[pick])[0, 1])
+        vals.append(pearson(x[pick], y[pick]))
+    vals = [v for v in vals if v is not None]  # a resample without spread has no correlation
     return [round(float(v), 3) for v in np.percentile(vals, [2.5, 97.5])]
 
 
@@ -95,15 +88,14 @@ def evaluate(table: dict) -> dict:
     order = np.random.default_rng(0).permutation(len(ids))
     fold_of = {s: int(order[i]) % FOLDS for i, s in enumerate(ids)}
     folds = np.array([fold_of[s] for s in scenes])
-    names = usable(table, ok)
-    out: dict = {"candidates": int(ok.sum()), "scenes": int(len(ids)), "scores_used": names, "single": {}}
-    for name in names:
-        x = np.asarray(table[name], dtype=np.float64)[ok]
-        m = np.isfinite(x)
-        out["single"][name] = round(float(np.corrcoef(x[m], y[m])[0, 1]), 3)
+    single = {name: pearson(np.asarray(table[name], dtype=np.float64)[ok], y) for name in SCORES if name in table}
+    # scores without spread (the demo's rerank score is empty, its gain constant) have no correlation and no weight
+    names = [name for name, r in single.items() if r is not None]
+    out: dict = {"candidates": int(ok.sum()), "scenes": int(len(ids)), "scores_used": names,
+                 "single": {name: round(single[name], 3) for name in names}}
     for kind, quad in (("ridge_linear", False), ("ridge_quadratic", True)):
         pred = ridge_cv(design(table, names, quad)[ok], y, folds, alpha=1.0 if not quad else 10.0)
-        out[kind] = {"pearson": round(float(np.corrcoef(pred, y)[0, 1]), 3), "ci95": scene_interval(pred, y, scenes)}
+        out[kind] = {"pearson": round(pearson(pred, y), 3), "ci95": scene_interval(pred, y, scenes)}
     return out
 
 
