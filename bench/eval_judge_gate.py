@@ -43,20 +43,12 @@ from models.judge.separator_ratings import calibrate_judge  # noqa: E402
 
 
 def natural_val_samples(run, split: str = "val") -> list[dict[str, Any]]:
-    """The run's natural `split` scenes with audit stems as truth-known items for `calibrate_judge(extra_samples=)`:
-    one per (scene, stemmed label), queried as the run's evaluation queries them (engine/evaluation.py)."""
-    from engine.evaluation import natural_items
+    """The run's natural `split` scenes with stems, as the engine's judge_K step takes them."""
+    from engine.judge_calibration import natural_truth_items
+    from engine.steps import natural_eval_set
 
-    corpus = json.loads((run.root / "steps" / "corpus.json").read_text())["outputs"]
-    scenes, audit = corpus.get("eval_scenes") or corpus["scenes"], corpus.get("eval_audit") or corpus["audit"]
-    out = []
-    for it in natural_items(scenes, audit, split, int(run.cfg.audio.sample_rate)):
-        meta = {"positive_text": it.positive, "negative_text": it.negative,
-                "query_mode": "posneg" if it.negative else "pos", "target_labels": list(it.classes),
-                "residual_labels": sorted(it.present - set(it.classes))}
-        out.append({"__key__": it.key, "mix": it.mix, "target": it.target,
-                    "residual": (it.mix - it.target).astype(np.float32), "json": meta})
-    return out
+    natural = natural_eval_set(json.loads((run.root / "steps" / "corpus.json").read_text())["outputs"])
+    return natural_truth_items(natural["scenes"], natural["audit"], split, int(run.cfg.audio.sample_rate))
 
 
 def corr(x: np.ndarray, y: np.ndarray) -> dict[str, float]:

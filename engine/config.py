@@ -43,6 +43,19 @@ class FinalConfig(Section):
     judge_ratings: str | None = Field(None, description="human ratings table for the judge (null: proxy ratings)")
 
 
+class JudgeCalibrationConfig(Section):
+    """Re-calibrate the run's judge on each iteration's separator before it scores that separator's pseudo-labels
+    (engine/judge_calibration.py; ratings from the truth of held-out items: a PROXY, models/judge/separator_ratings.py).
+    Off by default: on 2 cores it costs ~3 min per iteration (600 steps), and on the demo the calibrated judge reaches
+    Pearson ~0.3-0.4 with true track SDR (docs/perf/judge_pc.md), short of what gating by default needs."""
+
+    enabled: bool = Field(False, description="judge_K before every filter_K: the run's judge fine-tuned on separator K's outputs")
+    steps: int = Field(600, ge=1, description="fine-tuning steps per calibration")
+    train_tuples: int = Field(400, ge=0, description="synthetic train tuples added to the val store (0: val only)")
+    natural_val: bool = Field(True, description="also the natural scenes of run.stop_split with stems (never the test split)")
+    clip_s: float | None = Field(None, ge=0.0, description="training crop in seconds (null: judge.clip_seconds; 0: whole items)")
+
+
 class EngineConfig(Section):
     """Execution backend selection and the end-to-end job's step budget.
 
@@ -102,6 +115,7 @@ class EngineConfig(Section):
                                    "the scorers train one after another")
     control: bool = Field(False, description="train a compute-matched control beside every retrain (same init, same "
                           "steps, synthetic only): the engine's gain is measured over it (on by default in the demo)")
+    judge_calibration: JudgeCalibrationConfig = Field(default_factory=JudgeCalibrationConfig)
     final: FinalConfig = Field(default_factory=FinalConfig)
     review_per_filter: int = Field(3, ge=0, description="kept and dropped candidates with players per filter on the "
                                    "run's review page (runs/<name>/review/index.html); 0 = no review page")

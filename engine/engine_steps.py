@@ -34,6 +34,11 @@ def scorer_sections(cfg: Any, scorers: dict[str, dict[str, Any]]) -> dict[str, A
             for name in ("clap", "judge", "pc")}
 
 
+def model_versions(separator: dict[str, Any], scorers: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """Checkpoint hashes of the separator and the scorers a filter or tier step used (the judge may be judge_K)."""
+    return {"separator": separator["checkpoint_hash"], **{k: v["checkpoint_hash"] for k, v in scorers.items()}}
+
+
 def filter_specs(cfg: Any, corpus: dict[str, Any], separator: dict[str, Any],
                  scorers: dict[str, dict[str, Any]]) -> list[StageSpec]:
     """Pseudo-label -> score (CLAP, PC, judge, silence) -> audit truth -> decisions, as stage specs."""
@@ -193,6 +198,7 @@ def step_filter(ws: Workspace, cfg: Any, iteration: int, corpus: dict[str, Any],
         "prop_re_sdr_gt10": float(np.mean(re_vals > 10.0)) if re_vals.size else None,
         "rejections": rejection_counts(list(cands.get("reasons", []))),
         "thresholds": thresholds_of(cfg),
+        "model_versions": model_versions(separator, scorers),
         "sweep": threshold_sweep(cands, cfg.filters) if n else [],
         "payoff": filter_payoff(cands, rules=all_rules(cfg.filters)) if n else {"available": False},
         "stage_stats": summary.stages,
@@ -237,7 +243,7 @@ def step_tiers(ws: Workspace, cfg: Any, iteration: int, corpus: dict[str, Any], 
     audio = read_kept_audio(sink.root)
     training = {r["clip_id"] for r in scene_rows(scenes_manifest(corpus), list(cfg.engine.pseudo_label_splits))}
     rows = [r for r in rows if r["scene_id"] in training]  # validation scenes are scored for the stop rule, never trained on
-    versions = {"separator": separator["checkpoint_hash"], **{k: v["checkpoint_hash"] for k, v in scorers.items()}}
+    versions = model_versions(separator, scorers)
     out: dict[str, Any] = {}
     for tier in ("itt", "sst"):
         chosen = [r for r in rows if r["keep"] and in_tier(np.asarray([r["tier"]], dtype=object), tier)[0]]

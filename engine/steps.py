@@ -8,7 +8,8 @@ after the fault-injection hook (engine/faults.py), and declares which config sec
 the flows' cache keys are built from those, the step's inputs and the code version (`step_key`), so changing
 `engine.device` does not invalidate the corpus.
 
-Step names (markers): corpus, synthetic, scorer_{clap,judge,pc}, separator_0, filter_K, tiers_K, separator_K
+Step names (markers): corpus, synthetic, scorer_{clap,judge,pc}, separator_0, judge_K (optional: the judge
+re-calibrated on separator K), filter_K, tiers_K, separator_K
 (retrain from K-1 on synthetic + tiers of K-1), control_K (same init and steps, synthetic only), evaluate_K /
 evaluate_control_K (test split: report only; validation split: the stop rule); after the cycle (train_final):
 final_separator, final_judge, evaluate_final, release (engine/final.py).
@@ -49,6 +50,7 @@ STEP_SECTIONS: list[tuple[str, tuple[str, ...]]] = [
     (r"filter_\d+", ("audio", "pseudo_label", "filters", "engine.rows_per_batch", "engine.pseudo_label_splits",
                      "run.stop_metric", "run.stop_split")),
     (r"tiers_\d+", ("audio", "shards", "filters", "engine.pseudo_label_splits")),
+    (r"judge_\d+", ("run.seed", "run.stop_split", "audio", "judge", "engine.judge_calibration")),
     # pseudo_label/filters/audio: the label-free natural evaluation (no stems) runs the pseudo-label + scoring chain
     (r"final_separator", ("run.seed", "audio", "separator", "engine.final", "engine.train_workers",
                           "engine.retrain_warmup_steps",
@@ -204,6 +206,23 @@ def pseudo_label_and_filter(ctx: RunContext, k: int, corpus_out: dict[str, Any],
     from engine.engine_steps import step_filter
 
     return ctx.step(f"filter_{k}", lambda: step_filter(ctx.ws, ctx.cfg, k, corpus_out, separator, scorers))
+
+
+def calibrated_judge(ctx: RunContext, k: int, corpus_out: dict[str, Any], synthetic_out: dict[str, Any],
+                     separator: dict[str, Any], judge: dict[str, Any]) -> dict[str, Any]:
+    """judge_k: the run's judge (`judge`) re-calibrated on separator k's outputs (engine/judge_calibration.py)."""
+    from engine.judge_calibration import step_calibrate_judge
+
+    return ctx.step(f"judge_{k}", lambda: step_calibrate_judge(ctx.ws, ctx.cfg, k, natural_eval_set(corpus_out),
+                                                               synthetic_out["dirs"], separator, judge))
+
+
+def filter_scorers(ctx: RunContext, k: int, scorers: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The scorers filter_k and tiers_k use: the run's, with judge_k in the judge's place when
+    `engine.judge_calibration.enabled` (judge_k must have finished)."""
+    if not ctx.cfg.engine.judge_calibration.enabled:
+        return scorers
+    return {**scorers, "judge": finished(ctx, f"judge_{k}")}
 
 
 def tier_shards(ctx: RunContext, k: int, corpus_out: dict[str, Any], separator: dict[str, Any],

@@ -32,6 +32,7 @@ TRAIN_COMMANDS: dict[str, tuple[str, str]] = {
     "separator": ("flows.cli_separator:train_separator", "Train the query-conditioned separator from shards."),
     "clap": ("flows.cli_clap:train_clap", "Train the in-project CLAP on a source manifest."),
     "judge": ("flows.cli_judge:train_judge", "Train the SAJ-style judge."),
+    "judge-calibration": ("flows.cli_judge:calibrate_judge_cmd", "Re-calibrate a judge on a separator's own outputs."),
     "pc": ("flows.cli_judge:train_pc", "Train the production-complexity estimator."),
     "final": ("flows.cli_engine:train_final", "Train the final separator and judge of a finished run (its release)."),
 }

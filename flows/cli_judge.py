@@ -1,9 +1,13 @@
-"""`stemforge train judge` and `stemforge train pc`: train the mini judge and the mini PC estimator.
+"""`stemforge train judge`, `stemforge train pc` and `stemforge train judge-calibration`.
 
-Both read a `source_clip` manifest (clean single-label clips), train on synthetic tuples drawn from its `train`
-split (all clips when the manifest has no splits), evaluate on the other splits (or a held-out 20 % of clips),
-and write the checkpoint plus `<CKPT>.report.json` with the held-out PCC/SRCC. Text for each label comes from
-the mixing prompts (phrase and a few extraction prompts), so the judge sees the wording the engine uses.
+`judge` and `pc` train the mini judge and the mini PC estimator. Both read a `source_clip` manifest (clean
+single-label clips), train on synthetic tuples drawn from its `train` split (all clips when the manifest has no
+splits), evaluate on the other splits (or a held-out 20 % of clips), and write the checkpoint plus
+`<CKPT>.report.json` with the held-out PCC/SRCC. Text for each label comes from the mixing prompts (phrase and a few
+extraction prompts), so the judge sees the wording the engine uses.
+
+`judge-calibration` fine-tunes a trained judge on a separator's own outputs for items whose truth is known (the
+engine's judge_K step, engine/judge_calibration.py, as one command).
 """
 from __future__ import annotations
 
@@ -145,3 +149,60 @@ def train_pc(cfg: Any, manifest: str, out: str) -> None:
              metrics["pcc"], metrics["srcc"], metrics["mae"], 100 * metrics["single_clean_below_2.5"],
              100 * metrics["multi_source_at_or_above_2.5"])
     log.info("pc checkpoint %s (sha256 %s…) in %.0f s; report %s", out, sha[:12], seconds, path)
+
+
+@click.command("judge-calibration")
+@click.option("--judge", "judge_ckpt", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="Judge checkpoint to start from (e.g. a run's scorers/judge.pt).")
+@click.option("--separator", "separator_ckpt", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="Separator whose outputs the judge learns to rate.")
+@click.option("--shards", "shard_dirs", multiple=True, required=True, type=click.Path(exists=True, file_okay=False),
+              help="Shard store with known truth (target and residual), e.g. a held-out synthetic store; repeatable.")
+@click.option("--max-tuples", type=click.IntRange(min=1), default=None, help="At most this many tuples per store.")
+@click.option("--stems-corpus", type=click.Path(exists=True, file_okay=False), default=None,
+              help="Corpus folder whose natural scenes have stems (`corpus import --layout stems`, `corpus demo`): "
+                   "the scenes of --stems-split are calibrated on too.")
+@click.option("--stems-split", default="val", show_default=True,
+              help="Split of --stems-corpus to calibrate on (never the split you report on).")
+@click.option("--heldout", "heldout_dirs", multiple=True, type=click.Path(exists=True, file_okay=False),
+              help="Shard store scored for the report only (e.g. the synthetic test store); repeatable.")
+@click.option("--steps", type=click.IntRange(min=1), default=600, show_default=True, help="Fine-tuning steps.")
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False), help="Checkpoint file to write.")
+@config_options
+def calibrate_judge_cmd(cfg: Any, judge_ckpt: str, separator_ckpt: str, shard_dirs: tuple[str, ...],
+                        max_tuples: int | None, stems_corpus: str | None, stems_split: str,
+                        heldout_dirs: tuple[str, ...], steps: int, out: str) -> None:
+    """Re-calibrate a judge on a separator's own outputs, where the truth is known (what `stemforge run` does
+    before each filter step with `engine.judge_calibration.enabled`).
+
+    The targets are PROXY ratings computed from the truth (models/judge/separator_ratings.py documents the mapping),
+    not human ratings. Writes the checkpoint and `<CKPT>.report.json` with held-out correlations."""
+    from engine.judge_calibration import natural_truth_items
+    from flows.cli_engine import _corpus
+    from models.judge.separator_ratings import calibrate_judge
+
+    extra: list[dict[str, Any]] = []
+    if stems_corpus:
+        corpus = _corpus(stems_corpus)
+        if corpus["audit"] is None:
+            fail(f"{Path(corpus['dir']) / 'manifests' / 'audit'}: not found: --stems-corpus needs scenes with stems",
+                 EXIT_DATA)
+        try:
+            extra = natural_truth_items(corpus["scenes"], corpus["audit"], stems_split, cfg.judge.sample_rate)
+        except (FileNotFoundError, ValueError) as exc:
+            fail(str(exc), EXIT_DATA)
+        if not extra:
+            fail(f"{corpus['dir']}: no scene of split {stems_split!r} has a stem", EXIT_DATA)
+    try:
+        res = calibrate_judge(judge_ckpt, separator_ckpt, list(shard_dirs), cfg.judge, steps, cfg.judge.seed,
+                              Path(out), heldout_dirs=list(heldout_dirs), max_tuples=max_tuples, extra_samples=extra)
+    except ValueError as exc:
+        fail(str(exc), EXIT_DATA)
+    report = {"kind": "judge-calibration", "judge": str(Path(judge_ckpt).resolve()),
+              "separator": str(Path(separator_ckpt).resolve()), "shards": [str(Path(d).resolve()) for d in shard_dirs],
+              "stems": {"corpus": str(Path(stems_corpus).resolve()), "split": stems_split, "items": len(extra)}
+              if stems_corpus else None, **{k: v for k, v in res.items() if k != "history"}}
+    path = _write_report(out, report)
+    overall = (res["heldout"].get("axes") or {}).get("overall", {})
+    log.info("calibrated judge %s (sha256 %s...) from %d items (%d examples) in %.0f s; held-out overall PCC %s; "
+             "report %s", out, res["sha256"][:12], res["tuples"], res["examples"], res["seconds"], overall.get("pcc"), path)

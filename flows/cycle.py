@@ -156,6 +156,16 @@ def _bootstrap(ctx: steps.RunContext, corpus: dict[str, Any], synthetic: dict[st
     return separator, {w: results[w] for w in steps.SCORERS}
 
 
+def _filter(run: str, k: int, corpus: dict[str, Any], synthetic: dict[str, Any], separator: dict[str, Any],
+            scorers: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """filter_k, after judge_k (the run's judge re-calibrated on separator k) when the config asks for it."""
+    ctx = tasks.context(run)
+    if ctx.cfg.engine.judge_calibration.enabled:
+        tasks.calibrated_judge(run, k, corpus, synthetic, separator, scorers["judge"], step=f"judge_{k}")
+    return tasks.pseudo_label_and_filter(run, k, corpus, separator, steps.filter_scorers(ctx, k, scorers),
+                                         step=f"filter_{k}")
+
+
 @flow(name="relabel-iteration", flow_run_name="{name}-iteration-{k}", log_prints=False)
 def relabel_iteration(run: str, name: str, k: int, corpus: dict[str, Any], synthetic: dict[str, Any],
                       previous: dict[str, Any], previous_filter: dict[str, Any], scorers: dict[str, dict[str, Any]],
@@ -165,7 +175,8 @@ def relabel_iteration(run: str, name: str, k: int, corpus: dict[str, Any], synth
     scenes (`pseudo_label`: the next iteration's data and its label-free Re-SDR)."""
     ctx = tasks.context(run)
     cfg = ctx.cfg
-    tiers = tasks.tier_shards(run, k - 1, corpus, previous, scorers, step=f"tiers_{k - 1}")
+    tiers = tasks.tier_shards(run, k - 1, corpus, previous, steps.filter_scorers(ctx, k - 1, scorers),
+                              step=f"tiers_{k - 1}")
     concurrent = cfg.engine.backend == "ray" and steps.ray_cpus() >= 2 * cfg.engine.train_workers
     ctl_future = None
     if cfg.engine.control and concurrent:
@@ -182,7 +193,7 @@ def relabel_iteration(run: str, name: str, k: int, corpus: dict[str, Any], synth
     ev = tasks.evaluate(run, str(k), separator, corpus, synthetic, scorers, step=f"evaluate_{k}")
     cev = None if ctl is None else cev_future.result() if cev_future is not None else tasks.evaluate(
         run, f"control_{k}", ctl, corpus, synthetic, scorers, step=f"evaluate_control_{k}")
-    filt = tasks.pseudo_label_and_filter(run, k, corpus, separator, scorers, step=f"filter_{k}") if pseudo_label else None
+    filt = _filter(run, k, corpus, synthetic, separator, scorers) if pseudo_label else None
     gain = None if cev is None else steps.engine_vs_control(cfg, ev, cev)
     create_markdown_artifact(key=artifact_key(f"iteration-{k}", name), description=f"relabel iteration {k}", markdown=(
         f"# Iteration {k} of `{name}`\n\n"
@@ -230,7 +241,7 @@ def _cycle(ctx: steps.RunContext, out_root: str | None, name: str | None, until:
             return {"name": ctx.name, "stopped_after": until, "timings": dict(ctx.ws.timings)}
         clap = scorers["clap"] if cfg.engine.separator_queries == "run_clap" else None
         evals = [tasks.evaluate(run, "0", separator0, corpus, synthetic, scorers, step="evaluate_0")]
-        filters = {0: tasks.pseudo_label_and_filter(run, 0, corpus, separator0, scorers, step="filter_0")}
+        filters = {0: _filter(run, 0, corpus, synthetic, separator0, scorers)}
         progress.advance(2)
         if until in ("evaluate_0", "filter_0"):
             return {"name": ctx.name, "stopped_after": until, "timings": dict(ctx.ws.timings)}
@@ -348,7 +359,7 @@ def _final(ctx: steps.RunContext) -> dict[str, Any]:
         clap = scorers["clap"] if cfg.engine.separator_queries == "run_clap" else None
         if ctx.ws.done(f"filter_{k}") is not None:  # separator k pseudo-labelled: its kept tracks are the data
             j = k
-            tiers = tasks.tier_shards(run, k, corpus, last, scorers, step=f"tiers_{k}")
+            tiers = tasks.tier_shards(run, k, corpus, last, steps.filter_scorers(ctx, k, scorers), step=f"tiers_{k}")
         elif k > 0:
             j = k - 1
             tiers = steps.finished(ctx, f"tiers_{k - 1}")

@@ -111,6 +111,12 @@ def pseudo_label_and_filter(run: str, k: int, corpus_out: dict[str, Any], separa
 
 
 @step_task
+def calibrated_judge(run: str, k: int, corpus_out: dict[str, Any], synthetic_out: dict[str, Any],
+                     separator: dict[str, Any], judge: dict[str, Any], step: str) -> dict[str, Any]:
+    return steps.calibrated_judge(context(run), k, corpus_out, synthetic_out, separator, judge)
+
+
+@step_task
 def tier_shards(run: str, k: int, corpus_out: dict[str, Any], separator: dict[str, Any],
                 scorers: dict[str, dict[str, Any]], step: str) -> dict[str, Any]:
     return steps.tier_shards(context(run), k, corpus_out, separator, scorers)
