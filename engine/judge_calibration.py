@@ -7,10 +7,11 @@ known (the mapping from truth to the four axes is documented there: a PROXY, not
 judge on them. Each iteration starts again from the run's judge (`scorer_judge`), so judge_K depends on separator K
 alone, not on the chain of earlier calibrations.
 
-Which items have known truth: the synthetic `val` store (held out from every separator's training), up to
-`engine.judge_calibration.train_tuples` tuples of the `train` store, and with `natural_val` the natural scenes of the
-stop rule's split (`run.stop_split`) where stems exist - never the test split, which only reports. The synthetic
-`test` store is scored for the record (held-out correlations in the marker), never trained on.
+Which items have known truth: the synthetic `val` store (held out from every separator's training), the `train`
+store (all of it by default, `engine.judge_calibration.train_tuples` caps it: on the demo more tuples carried best to
+the natural scenes, docs/perf/judge_pc.md), and with `natural_val` the natural scenes of the stop rule's split
+(`run.stop_split`) where stems exist - never the test split, which only reports. The synthetic `test` store is scored
+for the record (held-out correlations in the marker), never trained on.
 
 Which steps use judge_K: filter_K (the judge's scores, its rerank and, with `filters.judge_enabled`, its gate) and
 tiers_K (the lineage of the kept tracks). The evaluations keep the run's judge, so their label-free judge means
@@ -50,7 +51,7 @@ def step_calibrate_judge(ws: Workspace, cfg: Any, k: int, natural: dict[str, Any
     from models.judge.separator_ratings import calibrate_judge
 
     jc = cfg.engine.judge_calibration
-    stores = [synthetic_dirs["val"]] + ([synthetic_dirs["train"]] if jc.train_tuples else [])
+    stores = [synthetic_dirs["val"]] + ([synthetic_dirs["train"]] if jc.train_tuples != 0 else [])
     extra = natural_truth_items(natural["scenes"], natural.get("audit"), cfg.run.stop_split,
                                 cfg.audio.sample_rate) if jc.natural_val else []
     out = calibrate_judge(judge["checkpoint"], separator["checkpoint"], stores, cfg.judge, jc.steps,

@@ -34,12 +34,12 @@ def _ckpt(path: str) -> dict[str, Any]:
     return {"checkpoint": str(p), "checkpoint_hash": weights_hash(p)[:16]}
 
 
-def _corpus(folder: str) -> dict[str, Any]:
+def corpus_folder(folder: str) -> dict[str, Any]:
     """An imported corpus folder (or a run's `corpus/`) as the corpus result the steps take."""
     root = Path(folder).absolute()
     man = root / "manifests"
     if not (man / "scenes").is_dir():
-        fail(f"{man / 'scenes'}: not found: --corpus needs a folder written by `stemforge corpus import` or "
+        fail(f"{man / 'scenes'}: not found: a corpus folder is one written by `stemforge corpus import` or "
              f"`stemforge corpus demo` with natural scenes", EXIT_DATA)
     audit = man / "audit"
     return {"dir": str(root), "sources": str(man / "sources"), "scenes": str(man / "scenes"),
@@ -74,7 +74,7 @@ def _from_run(run_dir: str) -> dict[str, Any]:
 def _inputs(from_run: str | None, corpus: str | None, separator: str | None, scorer_paths: dict[str, str | None]) -> dict[str, Any]:
     got = _from_run(from_run) if from_run else {}
     if corpus:
-        got["corpus"] = _corpus(corpus)
+        got["corpus"] = corpus_folder(corpus)
     if separator:
         got["separator"] = _ckpt(separator)
     for which, path in scorer_paths.items():

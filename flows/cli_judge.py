@@ -178,12 +178,12 @@ def calibrate_judge_cmd(cfg: Any, judge_ckpt: str, separator_ckpt: str, shard_di
     The targets are PROXY ratings computed from the truth (models/judge/separator_ratings.py documents the mapping),
     not human ratings. Writes the checkpoint and `<CKPT>.report.json` with held-out correlations."""
     from engine.judge_calibration import natural_truth_items
-    from flows.cli_engine import _corpus
+    from flows.cli_engine import corpus_folder
     from models.judge.separator_ratings import calibrate_judge
 
     extra: list[dict[str, Any]] = []
     if stems_corpus:
-        corpus = _corpus(stems_corpus)
+        corpus = corpus_folder(stems_corpus)
         if corpus["audit"] is None:
             fail(f"{Path(corpus['dir']) / 'manifests' / 'audit'}: not found: --stems-corpus needs scenes with stems",
                  EXIT_DATA)
