@@ -8,8 +8,8 @@ judge on them. Each iteration starts again from the run's judge (`scorer_judge`)
 alone, not on the chain of earlier calibrations.
 
 Which items have known truth: the synthetic `val` store (held out from every separator's training), the `train`
-store (all of it by default, `engine.judge_calibration.train_tuples` caps it: on the demo more tuples carried best to
-the natural scenes, docs/perf/judge_pc.md), and with `natural_val` the natural scenes of the stop rule's split
+store (up to `engine.judge_calibration.train_tuples`, the demo's whole store by default: on the demo more tuples
+carried best to the natural scenes, docs/perf/judge_pc.md), and with `natural_val` the natural scenes of the stop rule's split
 (`run.stop_split`) where stems exist - never the test split, which only reports. The synthetic `test` store is scored
 for the record (held-out correlations in the marker), never trained on.
 

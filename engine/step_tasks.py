@@ -49,10 +49,13 @@ class StepTask:
     """Handle on one step running as a Ray task: `wait()` returns {step, seconds, pid, host, resumed} or re-raises
     the step's own error."""
 
-    def __init__(self, ctx: Any, step: str, fn: str, *args: Any) -> None:
+    def __init__(self, ctx: Any, step: str, fn: str, *args: Any, fresh_process: bool = False) -> None:
+        """`fresh_process`: the worker exits after this task (Ray `max_calls=1`), so a step that holds gigabytes
+        (the judge calibration's rated examples) returns them to the machine instead of to a reused worker's heap."""
         import ray
 
-        remote = ray.remote(num_cpus=1, max_retries=2, retry_exceptions=False)(_run_step)
+        remote = ray.remote(num_cpus=1, max_retries=2, retry_exceptions=False,
+                            max_calls=1 if fresh_process else 0)(_run_step)
         level = logging.getLogger("stemforge").getEffectiveLevel()
         self.step = step
         self.ref = remote.options(name=f"stemforge-{step}").remote(step, fn, args, ctx.cfg, str(ctx.root),

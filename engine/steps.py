@@ -120,13 +120,14 @@ def open_run(cfg: StemforgeConfig, out_root: str | Path | None = None, name: str
     return RunContext(cfg, root, ws)
 
 
-def as_ray_task(ctx: RunContext, step: str, fn: str, *args: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+def as_ray_task(ctx: RunContext, step: str, fn: str, *args: Any,
+                fresh_process: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
     """Run step `step` - this module's `fn(ctx, *args)` - as a Ray task in its own process (engine/step_tasks.py),
     which writes the step's marker; returns the step's outputs and where it ran."""
     from engine.step_tasks import StepTask
 
     maybe_fail(step, ctx.root)
-    where = StepTask(ctx, step, fn, *args).wait()
+    where = StepTask(ctx, step, fn, *args, fresh_process=fresh_process).wait()
     if not where["resumed"]:
         ctx.ws.ran_steps.append(step)
     return finished(ctx, step), where
@@ -209,10 +210,16 @@ def pseudo_label_and_filter(ctx: RunContext, k: int, corpus_out: dict[str, Any],
 
 
 def calibrated_judge(ctx: RunContext, k: int, corpus_out: dict[str, Any], synthetic_out: dict[str, Any],
-                     separator: dict[str, Any], judge: dict[str, Any]) -> dict[str, Any]:
-    """judge_k: the run's judge (`judge`) re-calibrated on separator k's outputs (engine/judge_calibration.py)."""
+                     separator: dict[str, Any], judge: dict[str, Any], remote: bool = False) -> dict[str, Any]:
+    """judge_k: the run's judge (`judge`) re-calibrated on separator k's outputs (engine/judge_calibration.py).
+    `remote` (backend ray) runs it as a Ray task in a process of its own that exits afterwards: the rated examples
+    take ~2.8 MB per 4-s tuple (~5 GB for the demo's 1669 items), which a long-lived driver would keep."""
     from engine.judge_calibration import step_calibrate_judge
 
+    step = f"judge_{k}"
+    if remote and ctx.cfg.engine.backend == "ray" and ctx.ws.done(step) is None:
+        return as_ray_task(ctx, step, "calibrated_judge", k, corpus_out, synthetic_out, separator, judge,
+                           fresh_process=True)[0]
     return ctx.step(f"judge_{k}", lambda: step_calibrate_judge(ctx.ws, ctx.cfg, k, natural_eval_set(corpus_out),
                                                                synthetic_out["dirs"], separator, judge))
 

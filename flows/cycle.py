@@ -161,7 +161,7 @@ def _filter(run: str, k: int, corpus: dict[str, Any], synthetic: dict[str, Any],
     """filter_k, after judge_k (the run's judge re-calibrated on separator k) when the config asks for it."""
     ctx = tasks.context(run)
     if ctx.cfg.engine.judge_calibration.enabled:
-        tasks.calibrated_judge(run, k, corpus, synthetic, separator, scorers["judge"], step=f"judge_{k}")
+        tasks.calibrated_judge(run, k, corpus, synthetic, separator, scorers["judge"], step=f"judge_{k}", remote=True)
     return tasks.pseudo_label_and_filter(run, k, corpus, separator, steps.filter_scorers(ctx, k, scorers),
                                          step=f"filter_{k}")
 

@@ -112,8 +112,8 @@ def pseudo_label_and_filter(run: str, k: int, corpus_out: dict[str, Any], separa
 
 @step_task
 def calibrated_judge(run: str, k: int, corpus_out: dict[str, Any], synthetic_out: dict[str, Any],
-                     separator: dict[str, Any], judge: dict[str, Any], step: str) -> dict[str, Any]:
-    return steps.calibrated_judge(context(run), k, corpus_out, synthetic_out, separator, judge)
+                     separator: dict[str, Any], judge: dict[str, Any], step: str, remote: bool = False) -> dict[str, Any]:
+    return steps.calibrated_judge(context(run), k, corpus_out, synthetic_out, separator, judge, remote=remote)
 
 
 @step_task

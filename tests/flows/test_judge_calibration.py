@@ -7,6 +7,7 @@ The tiny preset's budgets are a few steps: what is tested is the wiring and the 
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -31,11 +32,17 @@ def _marker(root: Path, step: str) -> dict:
 
 
 @pytest.mark.timeout(600)
-def test_each_filter_scores_with_the_judge_calibrated_on_its_separator(tmp_path):
-    cfg = load_config(TINY, ["engine.backend=inprocess", "engine.final.enabled=false",
+@pytest.mark.parametrize("backend", ["inprocess", "ray"])
+def test_each_filter_scores_with_the_judge_calibrated_on_its_separator(tmp_path, request, caplog, backend):
+    if backend == "ray":
+        request.getfixturevalue("ray_local")
+    cfg = load_config(TINY, [f"engine.backend={backend}", "engine.final.enabled=false",
                              "engine.judge_calibration.enabled=true", "engine.judge_calibration.steps=3",
                              "engine.judge_calibration.train_tuples=4"])
-    report = stemforge_run(config=cfg.model_dump(mode="json"), out_root=str(tmp_path), name="cal")
+    with caplog.at_level(logging.INFO, logger="stemforge.run"):
+        report = stemforge_run(config=cfg.model_dump(mode="json"), out_root=str(tmp_path), name="cal")
+    # under Ray each calibration is a task in a worker process of its own (its memory goes when the step ends)
+    assert all((f"judge_{k}: running as a Ray task" in caplog.text) == (backend == "ray") for k in (0, 1))
     root = tmp_path / "cal"
     assert [it["iteration"] for it in report["iterations"]] == [0, 1]
     run_judge = _marker(root, "scorer_judge")["outputs"]
