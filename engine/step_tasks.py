@@ -54,8 +54,8 @@ class StepTask:
         (the judge calibration's rated examples) returns them to the machine instead of to a reused worker's heap."""
         import ray
 
-        remote = ray.remote(num_cpus=1, max_retries=2, retry_exceptions=False,
-                            max_calls=1 if fresh_process else 0)(_run_step)
+        once = {"max_calls": 1} if fresh_process else {}  # otherwise Ray's default: the worker is reused
+        remote = ray.remote(num_cpus=1, max_retries=2, retry_exceptions=False, **once)(_run_step)
         level = logging.getLogger("stemforge").getEffectiveLevel()
         self.step = step
         self.ref = remote.options(name=f"stemforge-{step}").remote(step, fn, args, ctx.cfg, str(ctx.root),

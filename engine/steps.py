@@ -220,8 +220,8 @@ def calibrated_judge(ctx: RunContext, k: int, corpus_out: dict[str, Any], synthe
     if remote and ctx.cfg.engine.backend == "ray" and ctx.ws.done(step) is None:
         return as_ray_task(ctx, step, "calibrated_judge", k, corpus_out, synthetic_out, separator, judge,
                            fresh_process=True)[0]
-    return ctx.step(f"judge_{k}", lambda: step_calibrate_judge(ctx.ws, ctx.cfg, k, natural_eval_set(corpus_out),
-                                                               synthetic_out["dirs"], separator, judge))
+    return ctx.step(step, lambda: step_calibrate_judge(ctx.ws, ctx.cfg, k, natural_eval_set(corpus_out),
+                                                       synthetic_out["dirs"], separator, judge))
 
 
 def filter_scorers(ctx: RunContext, k: int, scorers: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:

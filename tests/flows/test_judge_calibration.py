@@ -38,7 +38,10 @@ def test_each_filter_scores_with_the_judge_calibrated_on_its_separator(tmp_path,
         request.getfixturevalue("ray_local")
     cfg = load_config(TINY, [f"engine.backend={backend}", "engine.final.enabled=false",
                              "engine.judge_calibration.enabled=true", "engine.judge_calibration.steps=3",
-                             "engine.judge_calibration.train_tuples=4"])
+                             "engine.judge_calibration.train_tuples=4",
+                             # every candidate kept, so tiers_0 has tracks whose lineage the test can read
+                             "filters.itt_min_db=-100", "filters.clap_target_enabled=false",
+                             "filters.pc_enabled=false", "filters.silence_enabled=false"])
     with caplog.at_level(logging.INFO, logger="stemforge.run"):
         report = stemforge_run(config=cfg.model_dump(mode="json"), out_root=str(tmp_path), name="cal")
     # under Ray each calibration is a task in a worker process of its own (its memory goes when the step ends)
@@ -78,7 +81,7 @@ def test_each_filter_scores_with_the_judge_calibrated_on_its_separator(tmp_path,
     tiers = _marker(root, "tiers_0")["outputs"]
     metas = [m for t in ("itt", "sst") if tiers[t]["count"]
              for m in ShardSource([Path(tiers[t]["dir"])], cfg.audio.sample_rate).metas()]
-    assert all(m["model_versions"]["judge"] == _marker(root, "judge_0")["outputs"]["checkpoint_hash"] for m in metas)
+    assert metas and all(m["model_versions"]["judge"] == _marker(root, "judge_0")["outputs"]["checkpoint_hash"] for m in metas)
     # a second invocation resumes both calibrations from their markers
     stamps = {k: (root / "steps" / f"judge_{k}.json").stat().st_mtime_ns for k in (0, 1)}
     again = stemforge_run(config=cfg.model_dump(mode="json"), out_root=str(tmp_path), name="cal")
