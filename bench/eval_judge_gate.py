@@ -39,6 +39,7 @@ sys.path.insert(0, str(ROOT))
 from engine.review.media import kept_tracks, reseparate  # noqa: E402
 from engine.review.run_data import load_run  # noqa: E402
 from models.judge.scorer import MiniJudgeScorer  # noqa: E402
+from pipelines.filters.judge import other_labels  # noqa: E402
 from models.judge.separator_ratings import calibrate_judge  # noqa: E402
 
 
@@ -115,7 +116,8 @@ def score_new(ckpt: str, rows: list[dict[str, Any]], mixtures: dict[str, np.ndar
         chunk = rows[i:i + batch]
         mix = [mixtures[r["scene_id"]] for r in chunk]
         trk = [tracks[r["candidate_id"]][:len(m)] for r, m in zip(chunk, mix)]
-        out[i:i + len(chunk)] = scorer.score(mix, trk, [r["positive_text"] for r in chunk], sr)["overall"]
+        others = other_labels({c: [r[c] for r in chunk] for c in ("scene_labels", "positive_labels")})
+        out[i:i + len(chunk)] = scorer.score(mix, trk, [r["positive_text"] for r in chunk], sr, others=others)["overall"]
     return out
 
 

@@ -59,6 +59,7 @@ def step_calibrate_judge(ws: Workspace, cfg: Any, k: int, natural: dict[str, Any
                           heldout_dirs=[synthetic_dirs["test"]], max_tuples=jc.train_tuples or None, clip_s=jc.clip_s,
                           extra_samples=extra)
     return {"checkpoint": out["checkpoint"], "checkpoint_hash": out["checkpoint_hash"], "targets": out["targets"],
+            "text_form": out["text_form"],
             "init": judge["checkpoint_hash"], "separator": separator["checkpoint_hash"], "steps": out["steps"],
             "tuples": out["tuples"], "natural_items": len(extra), "examples": out["examples"],
             "seconds": out["seconds"], "heldout": out["heldout"], "test": out.get("test")}

@@ -156,11 +156,25 @@ def _bootstrap(ctx: steps.RunContext, corpus: dict[str, Any], synthetic: dict[st
     return separator, {w: results[w] for w in steps.SCORERS}
 
 
-def _filter(run: str, k: int, corpus: dict[str, Any], synthetic: dict[str, Any], separator: dict[str, Any],
-            scorers: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """filter_k, after judge_k (the run's judge re-calibrated on separator k) when the config asks for it."""
+def _start_judge(run: str, k: int, corpus: dict[str, Any], synthetic: dict[str, Any], separator: dict[str, Any],
+                 scorers: dict[str, dict[str, Any]]) -> PrefectFuture | None:
+    """judge_k (the run's judge re-calibrated on separator k) submitted as soon as separator k exists, when the
+    config asks for it and Ray runs the steps: it needs nothing else, so it runs while separator k (and its control)
+    are evaluated, on a core Ray frees (~1-2 min of each iteration's ~5-min calibration hidden)."""
     ctx = tasks.context(run)
-    if ctx.cfg.engine.judge_calibration.enabled:
+    if not ctx.cfg.engine.judge_calibration.enabled or ctx.cfg.engine.backend != "ray":
+        return None
+    return tasks.calibrated_judge.submit(run, k, corpus, synthetic, separator, scorers["judge"], step=f"judge_{k}",
+                                         remote=True)
+
+
+def _filter(run: str, k: int, corpus: dict[str, Any], synthetic: dict[str, Any], separator: dict[str, Any],
+            scorers: dict[str, dict[str, Any]], judge: PrefectFuture | None = None) -> dict[str, Any]:
+    """filter_k, after judge_k when the config asks for it (`judge`: the one `_start_judge` submitted)."""
+    ctx = tasks.context(run)
+    if judge is not None:
+        judge.result()
+    elif ctx.cfg.engine.judge_calibration.enabled:
         tasks.calibrated_judge(run, k, corpus, synthetic, separator, scorers["judge"], step=f"judge_{k}", remote=True)
     return tasks.pseudo_label_and_filter(run, k, corpus, separator, steps.filter_scorers(ctx, k, scorers),
                                          step=f"filter_{k}")
@@ -182,6 +196,7 @@ def relabel_iteration(run: str, name: str, k: int, corpus: dict[str, Any], synth
     if cfg.engine.control and concurrent:
         ctl_future = tasks.control.submit(run, k, synthetic, previous, clap, step=f"control_{k}")
     separator = tasks.retrain(run, k, synthetic, corpus, previous, tiers, clap, step=f"separator_{k}")
+    judge = _start_judge(run, k, corpus, synthetic, separator, scorers) if pseudo_label else None
     ctl = None
     if cfg.engine.control:
         ctl = ctl_future.result() if ctl_future is not None else tasks.control(run, k, synthetic, previous, clap,
@@ -193,7 +208,7 @@ def relabel_iteration(run: str, name: str, k: int, corpus: dict[str, Any], synth
     ev = tasks.evaluate(run, str(k), separator, corpus, synthetic, scorers, step=f"evaluate_{k}")
     cev = None if ctl is None else cev_future.result() if cev_future is not None else tasks.evaluate(
         run, f"control_{k}", ctl, corpus, synthetic, scorers, step=f"evaluate_control_{k}")
-    filt = _filter(run, k, corpus, synthetic, separator, scorers) if pseudo_label else None
+    filt = _filter(run, k, corpus, synthetic, separator, scorers, judge) if pseudo_label else None
     gain = None if cev is None else steps.engine_vs_control(cfg, ev, cev)
     create_markdown_artifact(key=artifact_key(f"iteration-{k}", name), description=f"relabel iteration {k}", markdown=(
         f"# Iteration {k} of `{name}`\n\n"
@@ -240,8 +255,9 @@ def _cycle(ctx: steps.RunContext, out_root: str | None, name: str | None, until:
         if until in {"separator_0", *(f"scorer_{w}" for w in steps.SCORERS)}:
             return {"name": ctx.name, "stopped_after": until, "timings": dict(ctx.ws.timings)}
         clap = scorers["clap"] if cfg.engine.separator_queries == "run_clap" else None
+        judge0 = _start_judge(run, 0, corpus, synthetic, separator0, scorers)
         evals = [tasks.evaluate(run, "0", separator0, corpus, synthetic, scorers, step="evaluate_0")]
-        filters = {0: _filter(run, 0, corpus, synthetic, separator0, scorers)}
+        filters = {0: _filter(run, 0, corpus, synthetic, separator0, scorers, judge0)}
         progress.advance(2)
         if until in ("evaluate_0", "filter_0"):
             return {"name": ctx.name, "stopped_after": until, "timings": dict(ctx.ws.timings)}

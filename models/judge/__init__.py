@@ -1,7 +1,8 @@
 """SAJ-style separation judge: overall / recall / precision / faithfulness on a 1-5 scale.
 
-`build_judge(cfg)` returns a scorer with `score(mixtures, outputs, texts, sr) -> dict[str, np.ndarray]` and
-`info()`. Backends: `mini` (in-project, trained by `stemforge train judge`) and `sam` (Meta's release, optional).
+`build_judge(cfg)` returns a scorer with `score(mixtures, outputs, texts, sr, others=None) -> dict[str, np.ndarray]`
+and `info()` (`others`: the mixture's other sound labels, read by a judge trained to read them, `models.judge.prompt`).
+Backends: `mini` (in-project, trained by `stemforge train judge`) and `sam` (Meta's release, optional).
 """
 from __future__ import annotations
 

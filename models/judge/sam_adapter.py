@@ -74,7 +74,9 @@ class SamJudgeScorer:
         return dict(self._info)
 
     @torch.inference_mode()
-    def score(self, mixtures, outputs, texts: list[str], sr: int) -> dict[str, np.ndarray]:
+    def score(self, mixtures, outputs, texts: list[str], sr: int, others=None) -> dict[str, np.ndarray]:
+        """`others` (the mixture's other labels) is accepted for the scorer interface and not read: SAJ's release was
+        trained on the target description alone."""
         mix = as_batch(mixtures, sr, SAM_RATE, "mixtures")
         out = as_batch(outputs, sr, SAM_RATE, "outputs")
         if not (len(mix) == len(out) == len(texts)):

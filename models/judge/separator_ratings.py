@@ -52,6 +52,7 @@ from scipy import stats
 
 from models.judge.config import JudgeConfig
 from models.judge.model import AXES
+from models.judge.prompt import WITH_OTHERS, judge_text
 
 log = logging.getLogger("stemforge.judge")
 FRAME_S = 0.032
@@ -146,6 +147,12 @@ def target_text(meta: dict[str, Any]) -> str:
     return ", ".join(phrase_for(x) for x in labels)
 
 
+def other_labels(meta: dict[str, Any]) -> list[str]:
+    """The other sounds known to be in the item's mixture (what a `target+others` judge reads beside the target):
+    a tuple's residual labels, else its negative labels."""
+    return [str(x) for x in (meta.get("residual_labels") or meta.get("negative_labels") or []) if x]
+
+
 def _present(meta: dict[str, Any]) -> set[str]:
     from models.labels import slug
 
@@ -195,7 +202,7 @@ def separator_examples(sep: Any, samples: Sequence[dict[str, Any]], seed: int, v
     for i in usable:
         s = samples[i]
         meta, mix = s["json"], np.asarray(s["mix"], np.float32)
-        text = target_text(meta)
+        text = judge_text(target_text(meta), other_labels(meta))
         lam = float(rng.uniform(0.2, 0.8))
         made = {k: v for (ii, k), v in estimates.items() if ii == i}
         made["blend"] = ((1 - lam) * made["asked"] + lam * mix).astype(np.float32)
@@ -328,13 +335,13 @@ def calibrate_judge(judge_ckpt: str, separator_ckpt: str, shard_dirs: list[str],
     if heldout_dirs:
         test = read_tuples(heldout_dirs, sr, max_tuples)
         report["test"] = heldout_report(model, separator_examples(sep, test, seed + 1, sample_vocabulary(test)), sr, device)
-    meta = {"targets": TARGETS, "init": payload["sha256"][:16], "separator": separator_ckpt,
+    meta = {"targets": TARGETS, "text_form": WITH_OTHERS, "init": payload["sha256"][:16], "separator": separator_ckpt,
             "separator_sha256": _file_hash(separator_ckpt), "shards": {str(d): shard_dir_hash(d) for d in shard_dirs},
             "steps": int(steps), "seed": int(seed), "tuples": len(samples), "extra_samples": len(extra_samples),
             "examples": len(examples),
             "clip_s": crop, **report}
     sha = save_judge(out, model, cfg, meta=meta)
-    return {"checkpoint": str(out), "checkpoint_hash": sha[:16], "sha256": sha, "targets": TARGETS,
+    return {"checkpoint": str(out), "checkpoint_hash": sha[:16], "sha256": sha, "targets": TARGETS, "text_form": WITH_OTHERS,
             "init": payload["sha256"][:16], "steps": int(steps), "tuples": len(samples), "examples": len(examples),
             "train_examples": len(train), "seconds": round(time.time() - t0, 1), "history": history, **report}
 

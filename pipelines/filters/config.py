@@ -28,8 +28,9 @@ class FilterConfig(Section):
     silence_threshold_dbfs: float = Field(-40.0, description="frames quieter than this (RMS dBFS) count as silent")
     silence_frame_ms: float = Field(10.0, gt=0)
     judge_enabled: bool = True
-    judge_min: float = Field(4.0, description="keep if judge overall >= this (1-5 scale)")
-    judge_sweep: list[float] = Field(default_factory=lambda: [3.8, 4.0, 4.2, 4.4, 4.6])
+    judge_min: float = Field(3.0, description="keep if judge overall >= this (1-5 scale; 3.0 is a predicted track SDR "
+                             "of 2.5 dB for a separator-calibrated judge, whose overall maps -10..15 dB to 1..5)")
+    judge_sweep: list[float] = Field(default_factory=lambda: [2.6, 3.0, 3.4, 3.8, 4.2])
 
     @model_validator(mode="after")
     def _tiers_ordered(self) -> "FilterConfig":

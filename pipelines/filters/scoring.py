@@ -110,7 +110,7 @@ class LoadShardSamples(BaseStage):
 
     name = "load_shard_samples"
     inputs = ("url", "limit")
-    outputs = ("key", "shard", "mixture", "target", "residual", "positive_text", "sample_rate")
+    outputs = ("key", "shard", "mixture", "target", "residual", "positive_text", "residual_labels", "sample_rate")
     passthrough = False
 
     def __call__(self, batch: Any) -> Any:
@@ -130,5 +130,6 @@ class LoadShardSamples(BaseStage):
                 out["target"].append(s["target"])
                 out["residual"].append(s["residual"])
                 out["positive_text"].append(s["json"].get("positive_text"))
+                out["residual_labels"].append([str(x) for x in (s["json"].get("residual_labels") or [])])
                 out["sample_rate"].append(int(s["json"].get("sample_rate", s["sample_rate"])))
         return out if out["key"] else {}

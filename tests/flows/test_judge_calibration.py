@@ -60,6 +60,7 @@ def test_each_filter_scores_with_the_judge_calibrated_on_its_separator(tmp_path,
         separator = _marker(root, f"separator_{k}")["outputs"]
         assert judge["init"] == run_judge["checkpoint_hash"] and judge["separator"] == separator["checkpoint_hash"]
         assert judge["targets"] == "separator-proxy" and judge["steps"] == 3
+        assert judge["text_form"] == "target+others"  # it reads the mixture's other labels (models/judge/prompt.py)
         assert judge["natural_items"] == len(val_items)  # the validation scenes with stems, never the test scenes
         assert judge["tuples"] == cfg.engine.synthetic_counts["val"] + 4 + len(val_items)
         assert judge["heldout"]["n"] > 0 and judge["test"]["n"] > 0
@@ -107,7 +108,7 @@ def test_judge_calibration_command_on_a_run_s_files(tmp_path):
     cfg = load_config(TINY, ["engine.backend=inprocess", "engine.final.enabled=false"])
     stemforge_run(config=cfg.model_dump(mode="json"), out_root=str(tmp_path), name="plain", until="filter_0")
     root = tmp_path / "plain"
-    assert not list((root / "steps").glob("judge_*.json"))  # off by default: no calibration step
+    assert not list((root / "steps").glob("judge_*.json"))  # off (the tiny preset's setting): no calibration step
     judge, sep = _marker(root, "scorer_judge")["outputs"], _marker(root, "separator_0")["outputs"]
     syn, corpus = _marker(root, "synthetic")["outputs"]["dirs"], _marker(root, "corpus")["outputs"]
     out = tmp_path / "calibrated.pt"

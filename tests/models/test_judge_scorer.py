@@ -94,3 +94,35 @@ def test_missing_corrupt_and_foreign_checkpoints_fail_naming_the_file(tmp_path: 
     save_checkpoint(future, "stemforge.judge.mini", 99, {}, {})
     with pytest.raises(CheckpointError, match="unsupported .* version 99"):
         build_judge(JudgeConfig(checkpoint=str(future)))
+
+
+def test_text_form_decides_whether_other_labels_are_read(tmp_path: Path, rng: np.random.Generator) -> None:
+    """A proxy-trained judge (form "target") ignores `others`; one saved as "target+others" reads them exactly as
+    `models.judge.prompt.judge_text` writes them; an unknown form is refused naming the checkpoint."""
+    from models.judge.prompt import compose_texts, judge_text
+
+    torch.manual_seed(0)
+    cfg = JudgeConfig(**SMALL)
+    model = build_model(cfg).eval()
+    save_judge(tmp_path / "plain.pt", model, cfg)
+    save_judge(tmp_path / "ctx.pt", model, cfg, meta={"text_form": "target+others"})
+    save_judge(tmp_path / "bad.pt", model, cfg, meta={"text_form": "captions"})
+    mix = (0.1 * rng.standard_normal((2, SR))).astype(np.float32)
+    texts, others = ["a dog barking"] * 2, [["siren", "rain"], ["bass_guitar"]]
+    plain = build_judge(JudgeConfig(checkpoint=str(tmp_path / "plain.pt"), device="cpu"))
+    ctx = build_judge(JudgeConfig(checkpoint=str(tmp_path / "ctx.pt"), device="cpu"))
+    assert plain.text_form == "target" and ctx.text_form == "target+others"
+    a, b = plain.score(mix, mix * 0.3, texts, SR), plain.score(mix, mix * 0.3, texts, SR, others=others)
+    assert np.array_equal(a["overall"], b["overall"])
+    told = ctx.score(mix, mix * 0.3, texts, SR, others=others)
+    with torch.no_grad():
+        ref, _ = model(torch.from_numpy(mix), torch.from_numpy(mix * 0.3),
+                       ["a dog barking without siren, rain", "a dog barking without bass guitar"])
+    assert np.allclose(told["overall"], ref[:, 0].numpy(), atol=1e-5)
+    assert not np.allclose(told["overall"], a["overall"], atol=1e-6)
+    assert judge_text("a dog barking", ["", "siren", "siren"]) == "a dog barking without siren"
+    assert compose_texts("target+others", texts, None) == texts
+    with pytest.raises(ValueError, match="2 texts but 1"):
+        compose_texts("target+others", texts, [["x"]])
+    with pytest.raises(ValueError, match="bad.pt.*captions"):
+        build_judge(JudgeConfig(checkpoint=str(tmp_path / "bad.pt"), device="cpu"))

@@ -11,7 +11,8 @@ from scipy import signal
 
 from models.judge.config import JudgeConfig
 from models.judge.scorer import MiniJudgeScorer
-from models.judge.separator_ratings import KINDS, TARGETS, calibrate_judge, ratings_from_truth
+from models.judge.prompt import judge_text
+from models.judge.separator_ratings import KINDS, TARGETS, calibrate_judge, other_labels, ratings_from_truth, target_text
 from models.judge.train import build_model, save_judge
 from separator_data import synthetic_samples, untrained_checkpoint, write_samples
 
@@ -101,3 +102,21 @@ def test_calibrate_judge_writes_loadable_checkpoint(tmp_path: Path) -> None:
     out = scorer.score([s["mix"]], [s["target"]], ["low hum"], SR)
     assert set(out) == {"overall", "recall", "precision", "faithfulness"}
     assert 1.0 <= float(out["overall"][0]) <= 5.0
+    # a calibrated judge reads the mixture's other labels (models.judge.prompt), as it was calibrated
+    assert scorer.meta["text_form"] == "target+others" and scorer.text_form == "target+others"
+    told = scorer.score([s["mix"]] * 2, [s["target"]] * 2, ["low hum"] * 2, SR, others=[["dog", "siren"], []])
+    untold = scorer.score([s["mix"]], [s["target"]], ["low hum"], SR)
+    assert np.isclose(told["overall"][1], untold["overall"][0], atol=1e-6)  # no other label known: the target text
+    assert not np.isclose(told["overall"][0], told["overall"][1], atol=1e-6)
+
+
+def test_calibration_texts_name_the_other_sounds() -> None:
+    """Each rated example's text is the target's plus the tuple's residual labels, the form the filter composes
+    from a candidate's scene labels minus its positive labels."""
+    samples = [s for s in synthetic_samples(6, SR, seconds=1.0, seed=5) if s["json"].get("residual_labels")]
+    assert samples
+    meta = samples[0]["json"]
+    assert other_labels(meta) == [str(x) for x in meta["residual_labels"]]
+    assert judge_text(target_text(meta), other_labels(meta)) == (
+        f"{target_text(meta)} without {', '.join(str(x).replace('_', ' ') for x in meta['residual_labels'])}")
+    assert other_labels({"negative_labels": ["dog"]}) == ["dog"] and other_labels({}) == []

@@ -14,7 +14,8 @@ from pipelines.filters.silence import SilenceDecision, SilenceScoring, silence_r
 from pipelines.filters.sweep import filter_payoff, threshold_sweep
 from pipelines.filters.table import read_candidates, write_candidates
 
-CFG = FilterConfig()
+SAJ_JUDGE = dict(judge_min=4.0, judge_sweep=[3.8, 4.0, 4.2, 4.4, 4.6])  # SAJ's threshold: the fixtures' scale
+CFG = FilterConfig(**SAJ_JUDGE)
 
 
 def _run(stage, **cols):
@@ -66,6 +67,7 @@ def test_pc_silence_judge_thresholds():
     sil = _run(SilenceDecision(CFG), silence_ratio=[0.5, 0.95, 0.99])
     assert list(sil["keep_silence"]) == [True, False, False] and sil["reason_silence"][2] == "mostly_silent"
     judge = _run(JudgeDecision(CFG), judge_overall=[4.0, 3.99, 4.6])  # >= is inclusive
+    assert FilterConfig().judge_min == 3.0  # the default: a calibrated judge's 2.5 dB (pipelines/filters/judge.py)
     assert list(judge["keep_judge"]) == [True, False, True] and judge["reason_judge"][1] == "judge_low"
 
 
@@ -165,7 +167,7 @@ def test_filter_payoff_compares_true_sdr_of_kept_and_dropped():
 def test_disabled_filters_never_drop_but_report_what_they_would_keep():
     from pipelines.filters import all_rules
 
-    cfg = FilterConfig(judge_enabled=False, clap_target_enabled=False)
+    cfg = FilterConfig(judge_enabled=False, clap_target_enabled=False, **SAJ_JUDGE)
     table = _decide(_candidates(), cfg)
     assert list(table["keep_judge"]) == [True] * 6 and list(table["keep_clap_target"]) == [True] * 6
     assert list(table["keep"]) == [True, True, True, True, False, False]  # only remix drops now
@@ -181,6 +183,19 @@ def test_disabled_filters_never_drop_but_report_what_they_would_keep():
 
 
 def test_sweep_applies_judge_thresholds_even_when_the_judge_does_not_gate():
-    cfg = FilterConfig(judge_enabled=False)
+    cfg = FilterConfig(judge_enabled=False, **SAJ_JUDGE)
     rows = {(r["judge_threshold"], r["tier"]): r["kept"] for r in threshold_sweep(_decide(_candidates(), cfg), cfg)}
     assert rows[(3.8, "itt")] == 3 and rows[(4.6, "itt")] == 0
+
+
+def test_judge_stage_hands_the_mixtures_other_labels_to_the_judge():
+    """What a context-reading judge is told (`pipelines.filters.judge.other_labels`): a candidate's scene labels
+    minus its positive labels (matched by slug), else a shard sample's residual labels, else the query negatives."""
+    from pipelines.filters.judge import other_labels
+
+    cands = {"scene_labels": [["dog", "alarm clock", "rain"], ["siren"], None],
+             "positive_labels": [["alarm_clock"], ["siren"], ["dog"]], "residual_labels": [["x"], ["y"], ["z"]]}
+    assert other_labels(cands) == [["dog", "rain"], [], []]
+    assert other_labels({"residual_labels": [["rain"], None], "negative_labels": [["q"], ["r"]]}) == [["rain"], []]
+    assert other_labels({"negative_labels": [["siren"]]}) == [["siren"]]
+    assert other_labels({"positive_text": ["a dog"]}) is None

@@ -153,7 +153,7 @@ class ClapByEnergy:
 
 
 class FlatJudge:
-    def score(self, mixtures, outputs, texts, sr):
+    def score(self, mixtures, outputs, texts, sr, others=None):
         return {"overall": np.full(len(outputs), 3.0)}
 
 
