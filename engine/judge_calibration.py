@@ -13,9 +13,11 @@ carried best to the natural scenes, docs/perf/judge_pc.md), and with `natural_va
 (`run.stop_split`) where stems exist - never the test split, which only reports. The synthetic `test` store is scored
 for the record (held-out correlations in the marker), never trained on.
 
-Which steps use judge_K: filter_K (the judge's scores, its rerank and, with `filters.judge_enabled`, its gate) and
-tiers_K (the lineage of the kept tracks). The evaluations keep the run's judge, so their label-free judge means
-compare across iterations.
+Which steps use judge_K: filter_K (the judge's scores and, with `filters.judge_enabled`, its gate: on by default,
+`filters.judge_min` 3.0 = a predicted track SDR of 2.5 dB) and tiers_K (the lineage of the kept tracks). judge_K
+reads the other labels of each mixture beside the target (`models.judge.prompt`), as filter_K hands them over. The
+evaluations keep the run's judge, so their label-free judge means compare across iterations. Under Ray the flow
+starts judge_K as soon as separator K exists, beside the evaluations (flows/cycle.py `_start_judge`).
 """
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ from 6.3 dB in two-event scenes to 3.0 and 1.2 dB in three- and four-event ones,
 target's text alone rated them 3.32 / 3.32 / 3.23 on average; the scene's other labels are known wherever the judge
 scores (the pseudo-labeller's query negatives, a synthetic tuple's residual labels, a stems folder's other stems).
 Calibrating and scoring with them lifted the judge's Pearson with true track SDR from 0.46 to 0.56 on the same
-candidates (docs/perf/judge_pc.md).
+candidates, and to 0.61 with the engine's longer calibration (docs/perf/judge_pc.md).
 
 A judge checkpoint says which form it was trained on (`meta["text_form"]`, one of TEXT_FORMS; absent = "target"):
 the run's proxy-trained judge and human-rated judges read the target alone, a separator-calibrated judge

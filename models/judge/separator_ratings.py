@@ -34,9 +34,13 @@ Which items: any with known truth. The synthetic `val` store is held out from th
 number of `train` tuples widens the set (at demo scale the separator's outputs on them rate like val's: mean
 overall 3.37 vs 3.39 for the asked query), and `calibrate_judge(extra_samples=)` takes natural scenes with audit
 stems (the run's natural val split), closer to the candidates the filter scores (8 s reverberant scenes).
+What the judge reads: each example's text is the target's plus the other labels of its mixture
+(`models.judge.prompt.judge_text`), and the checkpoint says so (`meta.text_form`), so the scorer composes the same
+form from what the filter knows of a candidate's scene.
 Measured on the demo (bench/eval_judge_gate.py, docs/perf/judge_pc.md): the calibrated judge tracks SDR on held-out
-tuples far better than the degradation-trained one, and on natural candidates reaches r ~ 0.46 with true track SDR
-when calibrated on every synthetic tuple of the run (0.33 on a quarter of them), short of what gating by default needs.
+tuples far better than the degradation-trained one; on natural candidates it reached r = 0.46 with true track SDR
+reading the target alone (every synthetic tuple of the run; 0.33 on a quarter of them) and 0.61 reading the other
+labels too, with 4000 steps on 4-s crops (the engine's defaults).
 """
 from __future__ import annotations
 
