@@ -48,7 +48,7 @@ class JudgeCalibrationConfig(Section):
     (engine/judge_calibration.py; ratings from the truth of held-out items: a PROXY, models/judge/separator_ratings.py).
     On by default: the calibrated judge, reading the mixture's other labels (models/judge/prompt.py), reaches Pearson
     ~0.6 with true track SDR on the demo's natural candidates (docs/perf/judge_pc.md) and gates (filters.judge_*);
-    it costs ~10 min per iteration on 2 cores (a Ray task beside the evaluations)."""
+    it costs ~17-20 min of one core per iteration on the demo (a Ray task beside the evaluations)."""
 
     enabled: bool = Field(True, description="judge_K before every filter_K: the run's judge fine-tuned on separator K's outputs")
     steps: int = Field(4000, ge=1, description="fine-tuning steps per calibration")

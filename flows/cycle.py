@@ -160,7 +160,7 @@ def _start_judge(run: str, k: int, corpus: dict[str, Any], synthetic: dict[str, 
                  scorers: dict[str, dict[str, Any]]) -> PrefectFuture | None:
     """judge_k (the run's judge re-calibrated on separator k) submitted as soon as separator k exists, when the
     config asks for it and Ray runs the steps: it needs nothing else, so it runs while separator k (and its control)
-    are evaluated, on a core Ray frees (~1-2 min of each iteration's ~5-min calibration hidden)."""
+    are evaluated, on a core Ray frees (the evaluations' ~10-25 s of each iteration's ~17-20-min calibration)."""
     ctx = tasks.context(run)
     if not ctx.cfg.engine.judge_calibration.enabled or ctx.cfg.engine.backend != "ray":
         return None

@@ -108,7 +108,9 @@ def test_a_preset_extends_another(tmp_path: Path) -> None:
     tiny = load(DEFAULT_CONFIG.parent / "tiny.yaml")
     demo = load()
     assert tiny.run.name == "tiny" and tiny.corpus.demo.scenes == {"train": 3, "val": 1, "test": 2}
-    assert tiny.mixing == demo.mixing and tiny.filters == demo.filters  # everything it does not state: the demo's
+    assert tiny.mixing == demo.mixing and tiny.pseudo_label == demo.pseudo_label  # what it does not state: the demo's
+    assert tiny.filters.judge_enabled is False and demo.filters.judge_enabled is True  # a key it states, in a section
+    assert tiny.filters.model_copy(update={"judge_enabled": True}) == demo.filters  # whose other keys stay the demo's
     a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
     a.write_text("extends: b.yaml\nrun: {seed: 3}\n")
     b.write_text("extends: a.yaml\n")
