@@ -27,6 +27,15 @@ def clean_labels(labels: Iterable[object] | None) -> list[str]:
     return list(dict.fromkeys(x for x in out if x))
 
 
+def others_in(scene_labels: Iterable[object] | None, positive_labels: Iterable[object] | None) -> list[str]:
+    """A candidate's other sounds: its scene's labels minus the ones it was asked for (matched by slug, so
+    `alarm clock` and `alarm_clock` are one label). The filter's scoring and the pseudo-labeller's rerank both use it."""
+    from models.labels import slug
+
+    asked = {slug(str(x)) for x in (positive_labels if positive_labels is not None else [])}
+    return [str(x) for x in (scene_labels if scene_labels is not None else []) if slug(str(x)) not in asked]
+
+
 def judge_text(target: str, others: Iterable[object] | None = ()) -> str:
     """`"<target> without <other>, <other>"`; the target text alone when no other sound is known."""
     rest = clean_labels(others)

@@ -21,12 +21,10 @@ def other_labels(batch: Batch) -> list[list[str]] | None:
     """Per row, the other sounds known to be in the mixture, for a judge that reads them (`models.judge.prompt`):
     a candidate's scene labels minus its positive labels, else a shard sample's residual labels, else the query's
     negative labels; None when the batch carries none of these columns."""
-    from models.labels import slug
+    from models.judge.prompt import others_in
 
     if "scene_labels" in batch and "positive_labels" in batch:
-        rows = zip(batch["scene_labels"], batch["positive_labels"])
-        return [[x for x in (s if s is not None else []) if slug(x) not in {slug(p) for p in (pos if pos is not None else [])}]
-                for s, pos in rows]
+        return [others_in(s, pos) for s, pos in zip(batch["scene_labels"], batch["positive_labels"])]
     for col in ("residual_labels", "negative_labels"):
         if col in batch:
             return [list(x) if x is not None else [] for x in batch[col]]

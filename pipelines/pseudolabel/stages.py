@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from models.judge.prompt import others_in
 from pipelines.filters.remix import remix_scores
 from pipelines.filters.scoring import load_model, section_dict
 from pipelines.pseudolabel.candidates import (best_variant, query_texts, rerank_score, separate_queries, variants)
@@ -99,8 +100,9 @@ class PseudoLabel(BaseStage):
         texts = [queries[i].positive_text for i in range(q) for _ in range(v)]
         mixes = np.repeat(scene[None, :], q * v, axis=0)
         clap = np.asarray(self.clap.score(texts, flat, sr), dtype=np.float64).reshape(q, v)
-        others = [[x for x in queries[i].scene_labels if x not in queries[i].positive_labels] for i in range(q) for _ in range(v)]
-        judge = np.asarray(self.judge.score(mixes, flat, texts, sr, others=others)["overall"], dtype=np.float64).reshape(q, v)
+        others = [others_in(queries[i].scene_labels, queries[i].positive_labels) for i in range(q) for _ in range(v)]
+        judge = np.asarray(self.judge.score(mixes, flat, texts, sr, others=others)["overall"],
+                           dtype=np.float64).reshape(q, v)
         scores = rerank_score(judge, clap, self.cfg.judge_weight, self.cfg.clap_weight)
         best = best_variant(scores)
         return best, scores[np.arange(q), best]

@@ -126,3 +126,10 @@ def test_text_form_decides_whether_other_labels_are_read(tmp_path: Path, rng: np
         compose_texts("target+others", texts, [["x"]])
     with pytest.raises(ValueError, match="bad.pt.*captions"):
         build_judge(JudgeConfig(checkpoint=str(tmp_path / "bad.pt"), device="cpu"))
+
+
+def test_others_in_matches_labels_by_slug() -> None:
+    from models.judge.prompt import others_in
+
+    assert others_in(["dog", "alarm clock", "rain"], ["alarm_clock"]) == ["dog", "rain"]
+    assert others_in(None, ["dog"]) == [] and others_in(["siren"], None) == ["siren"]
